@@ -1,0 +1,387 @@
+"""The format protocol: geometry as class/instance attributes, descriptors as construct schemas,
+and the few per-entry hooks a format really needs.
+
+A format is a radix tree of tables (flat tables are one level). Everything that walks
+(translate, range iteration, explain, check, unmap) lives in `formats.walker` and calls only
+the hooks below; everything that builds tables lives in `formats.builder`.
+
+Hooks take the raw descriptor as a Python int. The `*_vec` hooks take a numpy uint array of
+descriptors and must return arrays; their defaults loop over the scalar hooks, and formats on
+the hot path override them with plain bitwise numpy expressions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+PHYS_ADDR_MAX = (1 << 64) - 1
+U64 = (1 << 64) - 1
+
+# Entry kinds returned by `classify`.
+INVALID, TABLE, LEAF = 0, 1, 2
+
+# IOMMU_* prot bits (include/linux/iommu.h).
+IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV = 1, 2, 4, 8, 16, 32
+PROT_WORDS = ((IOMMU_CACHE, "cache"), (IOMMU_NOEXEC, "noexec"), (IOMMU_MMIO, "mmio"), (IOMMU_PRIV, "priv"))
+
+
+def prot_str(prot: int) -> str:
+    """IOMMU_* bits as text: "rw", "r", "w" or "-", then ",cache", ",noexec", ... as set."""
+    rw = ("r" if prot & IOMMU_READ else "") + ("w" if prot & IOMMU_WRITE else "")
+    return ",".join([rw or "-"] + [w for bit, w in PROT_WORDS if prot & bit])
+
+
+def parse_prot(text: str) -> int:
+    """Inverse of prot_str; also accepts "rw" letters alone. Raises ValueError."""
+    prot = 0
+    parts = [p.strip() for p in str(text).lower().split(",") if p.strip()]
+    if not parts:
+        raise ValueError("empty prot")
+    letters, words = parts[0], parts[1:]
+    if letters in {w for _, w in PROT_WORDS}:
+        letters, words = "", parts
+    for ch in letters:
+        if ch == "r":
+            prot |= IOMMU_READ
+        elif ch == "w":
+            prot |= IOMMU_WRITE
+        elif ch != "-":
+            raise ValueError(f"unknown prot letter {ch!r} (r, w)")
+    names = {w: bit for bit, w in PROT_WORDS}
+    for w in words:
+        if w not in names:
+            raise ValueError(f"unknown prot word {w!r} ({', '.join(names)})")
+        prot |= names[w]
+    return prot
+
+
+class ConfigError(ValueError):
+    """A config value a format does not accept; `key` is the config key (YAML path suffix)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class WalkError(Exception):
+    """The tables cannot be walked (pointer outside memory, table reached twice, ...)."""
+
+    def __init__(self, addr: int, message: str) -> None:
+        super().__init__(message)
+        self.addr = addr
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a radix table: `num` in the format's own numbering, index = iova bits
+    [shift + bits - 1 : shift], one entry maps 1 << shift bytes."""
+
+    num: int
+    shift: int
+    bits: int
+
+    @property
+    def entries(self) -> int:
+        return 1 << self.bits
+
+    @property
+    def block(self) -> int:
+        return 1 << self.shift
+
+    @property
+    def span(self) -> int:
+        """Bytes of IOVA one table of this level covers."""
+        return 1 << (self.shift + self.bits)
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What `iova_to_phys_length` says, plus what a front end wants to show."""
+
+    iova: int
+    phys: int = PHYS_ADDR_MAX
+    size: int = 0
+    level: int | None = None  # format's own level number of the leaf
+    prot: int = 0
+    raw: int | None = None  # the leaf descriptor
+    entry: int | None = None  # physical address of the leaf descriptor
+    entries_read: int = 0
+
+    @property
+    def mapped(self) -> bool:
+        return self.size != 0
+
+
+@dataclass
+class Step:
+    """One table entry read by a walk, for explain."""
+
+    level: int
+    table: int
+    index: int
+    entry: int
+    raw: int
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class LeafBatch:
+    """Leaves read from one table, in IOVA order, as parallel numpy arrays (uint64 / int64)."""
+
+    iova: np.ndarray
+    phys: np.ndarray
+    size: np.ndarray
+    prot: np.ndarray
+    raw: np.ndarray
+    level: int  # format's own level number
+
+    def __len__(self) -> int:
+        return len(self.iova)
+
+
+@dataclass(frozen=True)
+class TopTable:
+    """A root table and the IOVA window it serves (for formats with several roots or halves)."""
+
+    table: int
+    level_index: int  # index into PageTable.levels where the walk starts
+    base: int  # IOVA of entry 0 of this table
+    start: int  # first legal IOVA served by it
+    end: int  # exclusive
+
+
+class PageTable:
+    """A configured format. Subclasses set the class attributes and implement the hooks."""
+
+    # -- declarative description (class attributes) ------------------------------------------
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    kernel_source: ClassVar[str] = ""
+    entry_size: ClassVar[int] = 8
+    byteorder: ClassVar[str] = "little"
+    #: config keys with their defaults; `None` default = required or derived
+    config_defaults: ClassVar[dict[str, Any]] = {}
+    #: the name of the raw root register for `ttbr:` (None: the format has none)
+    root_register: ClassVar[str | None] = "ttbr"
+    #: number of roots `roots:` takes (1 for most)
+    max_roots: ClassVar[int] = 1
+    #: formats with no page table (virtio, fsl-pamu) set this False
+    has_tables: ClassVar[bool] = True
+
+    # -- instance geometry, set by __init__ ---------------------------------------------------
+    levels: list[Level]  # top first
+    page_sizes: list[int]  # ascending, what map may use (pgsize_bitmap)
+    oas: int  # output address bits
+    windows: list[tuple[int, int]]  # legal IOVA ranges [start, end)
+    config: dict[str, Any]
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        """Validate `config` (already number-parsed, defaults filled) and derive geometry.
+        Raise ConfigError(key, message) on anything the kernel would refuse."""
+        self.config = config
+
+    # -- roots ----------------------------------------------------------------------------------
+    def root_from_register(self, value: int) -> list[int]:
+        """The table address(es) the hardware takes from the raw root register value."""
+        return [value]
+
+    def top_tables(self, roots: Sequence[int]) -> list[TopTable]:
+        """Root tables with the IOVA window each serves. Default: one root, every window."""
+        top = self.levels[0]
+        out = []
+        for start, end in self.windows:
+            base = start & ~(top.span - 1) & U64
+            out.append(TopTable(roots[0], 0, base, start, end))
+        return out
+
+    def root_alloc(self) -> list[tuple[int, int]]:
+        """(bytes, alignment) of each root table the kernel allocates at domain init."""
+        top = self.levels[0]
+        size = max(top.entries * self.entry_size, 64)
+        return [(size, max(size, 4096) if size >= 4096 else 4096)]
+
+    # -- per-entry hooks ---------------------------------------------------------------------
+    def index(self, iova: int, lvl: Level) -> int:
+        return (iova >> lvl.shift) & (lvl.entries - 1)
+
+    def classify(self, raw: int, lvl: Level) -> int:
+        raise NotImplementedError
+
+    def next_table(self, raw: int, lvl: Level) -> int:
+        raise NotImplementedError
+
+    def leaf_size(self, raw: int, lvl: Level) -> int:
+        """Bytes the leaf maps (a contiguous/replicated leaf reports its whole size)."""
+        return lvl.block
+
+    def leaf_phys(self, raw: int, lvl: Level) -> int:
+        """Output address of the start of the leaf (aligned to leaf_size)."""
+        raise NotImplementedError
+
+    def leaf_prot(self, raw: int, lvl: Level) -> int:
+        """IOMMU_* bits the leaf grants (best inverse of the kernel's prot_to_pte)."""
+        return IOMMU_READ | IOMMU_WRITE
+
+    def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
+        """The word explain shows: table, block, page, invalid, or the format's own."""
+        if kind == TABLE:
+            return "table"
+        if kind == LEAF:
+            return "page" if lvl is self.levels[-1] else "block"
+        return "invalid"
+
+    def fields(self, raw: int, lvl: Level, kind: int) -> dict[str, Any]:
+        """Decoded descriptor fields for explain: from the format's construct schema."""
+        schema = self.schema(lvl, kind)
+        if schema is None:
+            return {}
+        return schema.decode(raw)
+
+    def schema(self, lvl: Level, kind: int) -> Descriptor | None:
+        return None
+
+    def note(self, raw: int, lvl: Level, kind: int) -> str:
+        """One line saying what the entry means (explain)."""
+        return ""
+
+    def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
+        """What this format's (driver's) legacy iova_to_phys returns, quirks included."""
+        return t.phys if t.mapped else 0
+
+    def reserved_bits(self, raw: int, lvl: Level, kind: int) -> int:
+        """Bits set in `raw` that the format never sets for this kind (check)."""
+        return 0
+
+    # -- vectorised hooks (override on the hot path) ------------------------------------------
+    def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        return np.fromiter((self.classify(int(r), lvl) for r in raw), dtype=np.int8, count=len(raw))
+
+    def leaf_phys_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        return np.fromiter((self.leaf_phys(int(r), lvl) for r in raw), dtype=np.uint64, count=len(raw))
+
+    def leaf_size_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        return np.fromiter((self.leaf_size(int(r), lvl) for r in raw), dtype=np.uint64, count=len(raw))
+
+    def leaf_prot_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        return np.fromiter((self.leaf_prot(int(r), lvl) for r in raw), dtype=np.int64, count=len(raw))
+
+    # -- encoder hooks (formats.builder drives them) ------------------------------------------
+    def table_alloc(self, lvl: Level) -> tuple[int, int]:
+        """(bytes, alignment) of a table at `lvl` that the kernel allocates on demand."""
+        size = lvl.entries * self.entry_size
+        return size, size
+
+    def encode_table(self, table: int, lvl: Level) -> int:
+        """Descriptor at `lvl` pointing to a next-level table at `table`."""
+        raise NotImplementedError
+
+    def encode_leaf(self, phys: int, pgsize: int, lvl: Level, prot: int) -> int:
+        """Descriptor at `lvl` for a leaf of `pgsize` bytes at `phys` (one copy)."""
+        raise NotImplementedError
+
+    def leaf_placement(self, pgsize: int) -> tuple[int, int]:
+        """(level index, number of identical entries) the kernel writes for one page of pgsize."""
+        for i, lvl in enumerate(self.levels):
+            if lvl.block == pgsize:
+                return i, 1
+        for i, lvl in enumerate(self.levels):
+            if pgsize > lvl.block and pgsize < lvl.span and pgsize % lvl.block == 0:
+                return i, pgsize // lvl.block
+        raise ValueError(f"{self.name}: page size {pgsize:#x} has no level")
+
+    def invalidate(self, raw: int, lvl: Level) -> int:
+        """The value an unmapped leaf entry is left with (0 for most; rockchip keeps the address)."""
+        return 0
+
+    def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
+        """Raise ValueError when the kernel's map would refuse this mapping."""
+        if not prot & (IOMMU_READ | IOMMU_WRITE):
+            raise ValueError("prot needs r or w (the kernel's map refuses neither)")
+        if phys >> self.oas:
+            raise ValueError(f"phys {phys:#x}+{size:#x} is beyond oas ({self.oas} bits)")
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def pgsize_bitmap(self) -> int:
+        bm = 0
+        for s in self.page_sizes:
+            bm |= s
+        return bm
+
+    @property
+    def dtype(self) -> np.dtype:
+        kind = {1: "u1", 2: "u2", 4: "u4", 8: "u8"}[self.entry_size]
+        return np.dtype(("<" if self.byteorder == "little" else ">") + kind)
+
+    def in_windows(self, iova: int) -> bool:
+        return any(s <= iova < e for s, e in self.windows)
+
+    @classmethod
+    def describe_config(cls) -> dict[str, Any]:
+        return dict(cls.config_defaults)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declarative descriptor fields on top of construct.
+
+
+class Descriptor:
+    """A named descriptor layout: (field, hi, lo) bit ranges of an N-bit word, MSB first,
+    as the kernel's GENMASK/BIT macros give them. Backed by a construct BitStruct, so
+    `decode`/`encode` go through construct and gaps become padding."""
+
+    def __init__(self, name: str, width: int, *fields: tuple[str, int, int]) -> None:
+        import construct as cs
+
+        self.name = name
+        self.width = width
+        self.fields = sorted(fields, key=lambda f: -f[1])
+        parts: list[Any] = []
+        pos = width - 1
+        for fname, hi, lo in self.fields:
+            if hi > pos:
+                raise ValueError(f"{name}: field {fname} overlaps")
+            if hi < pos:
+                parts.append(cs.Padding(pos - hi))
+            parts.append(fname / (cs.Flag if hi == lo else cs.BitsInteger(hi - lo + 1)))
+            pos = lo - 1
+        if pos >= 0:
+            parts.append(cs.Padding(pos + 1))
+        self.struct = cs.BitStruct(*parts)
+
+    def decode(self, raw: int) -> dict[str, Any]:
+        parsed = self.struct.parse((raw & ((1 << self.width) - 1)).to_bytes(self.width // 8, "big"))
+        return {k: (bool(v) if isinstance(v, bool) else int(v)) for k, v in parsed.items() if not k.startswith("_")}
+
+    def encode(self, **values: int) -> int:
+        full = {f[0]: 0 for f in self.fields}
+        full.update(values)
+        for f in self.fields:
+            if f[1] == f[2]:
+                full[f[0]] = bool(full[f[0]])
+        return int.from_bytes(self.struct.build(full), "big")
+
+    def mask(self, fname: str) -> int:
+        for n, hi, lo in self.fields:
+            if n == fname:
+                return ((1 << (hi - lo + 1)) - 1) << lo
+        raise KeyError(fname)
+
+    def defined_mask(self) -> int:
+        m = 0
+        for _, hi, lo in self.fields:
+            m |= ((1 << (hi - lo + 1)) - 1) << lo
+        return m
+
+
+def iter_bits(value: int) -> Iterator[int]:
+    while value:
+        low = value & -value
+        yield low
+        value ^= low

@@ -1,0 +1,139 @@
+"""Build tables from mappings as the kernel would: `iommu_pgsize()` splits each mapping
+(drivers/iommu/iommu.c), the format's map walks down allocating zeroed tables on demand and
+writes leaf descriptors (several identical ones for a contiguous page size).
+
+Tables come from an arena of physical memory owned by the builder; allocations are naturally
+aligned to their size, like iommu_alloc_pages_node_sz().
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iommuctl.memory import PhysMem
+
+from .base import LEAF, TABLE, PageTable
+from .walker import Walker
+
+ARENA_CHUNK = 2 << 20
+
+
+def iommu_pgsize(pgsize_bitmap: int, iova: int, paddr: int, size: int) -> tuple[int, int]:
+    """(pgsize, count) as iommu_pgsize() picks them: the largest supported size that fits the
+    remaining length and the alignment of iova|paddr; count up to the next larger supported
+    size's boundary when iova and paddr are congruent modulo it, else all that fit."""
+    addr_merge = paddr | iova
+    pgsizes = pgsize_bitmap & ((1 << size.bit_length()) - 1)  # sizes <= size
+    if addr_merge:
+        pgsizes &= (addr_merge & -addr_merge) * 2 - 1  # sizes <= alignment
+    if not pgsizes:
+        raise ValueError(f"no page size fits iova {iova:#x} phys {paddr:#x} size {size:#x}")
+    pgsize = 1 << (pgsizes.bit_length() - 1)
+    bigger = pgsize_bitmap & ~((pgsize << 1) - 1)
+    count = size // pgsize
+    if bigger:
+        nxt = bigger & -bigger
+        if (iova ^ paddr) & (nxt - 1) == 0:
+            offset = nxt - (iova & (nxt - 1))
+            if offset + nxt <= size:  # only when the remaining length reaches the larger size
+                count = offset // pgsize
+    return pgsize, count
+
+
+@dataclass
+class Arena:
+    """A bump allocator of zeroed, naturally aligned table memory inside a PhysMem."""
+
+    mem: PhysMem
+    base: int
+    next: int = 0
+    chunk_end: int = 0
+    allocations: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.next = self.chunk_end = self.base
+
+    def alloc(self, size: int, align: int) -> int:
+        align = max(align, 1)
+        addr = -(-self.next // align) * align
+        if addr + size > self.chunk_end:
+            grow = max(ARENA_CHUNK, -(-(addr + size - self.chunk_end) // ARENA_CHUNK) * ARENA_CHUNK)
+            self.mem.add_bytes(self.chunk_end, bytes(grow), origin="built tables")
+            self.chunk_end += grow
+        self.next = addr + size
+        self.allocations.append((addr, size))
+        return addr
+
+    def image(self) -> bytes:
+        """The arena's used bytes, from `base` on."""
+        return self.mem.read(self.base, self.next - self.base) if self.next > self.base else b""
+
+
+class Builder:
+    """Maps pages into a format's tables held in `mem` (an Arena's or a copy of an image)."""
+
+    def __init__(self, fmt: PageTable, arena: Arena, roots: list[int] | None = None) -> None:
+        self.fmt = fmt
+        self.arena = arena
+        self.mem = arena.mem
+        if roots is None:
+            roots = [arena.alloc(size, align) for size, align in fmt.root_alloc()]
+        self.roots = roots
+        self.walker = Walker(fmt, self.mem, roots)
+
+    def map(self, iova: int, phys: int, size: int, prot: int) -> list[tuple[int, int, int, int]]:
+        """Map [iova, iova+size) to phys, split as iommu_map() splits; returns the chunks
+        (iova, phys, pgsize, count) actually written."""
+        fmt = self.fmt
+        if size <= 0:
+            raise ValueError("size must be positive")
+        minpg = min(fmt.page_sizes)
+        if (iova | phys | size) & (minpg - 1):
+            raise ValueError(f"iova {iova:#x}, phys {phys:#x} and size {size:#x} must be "
+                             f"aligned to the smallest page size {minpg:#x}")
+        for s, e in fmt.windows:
+            if s <= iova and iova + size <= e:
+                break
+        else:
+            raise ValueError(f"iova range {iova:#x}+{size:#x} is outside the input address space")
+        fmt.check_map(iova, phys, size, prot)
+        chunks = []
+        while size:
+            pgsize, count = iommu_pgsize(fmt.pgsize_bitmap, iova, phys, size)
+            for _ in range(count):
+                self.map_page(iova, phys, pgsize, prot)
+                iova += pgsize
+                phys += pgsize
+            chunks.append((iova - pgsize * count, phys - pgsize * count, pgsize, count))
+            size -= pgsize * count
+        return chunks
+
+    def map_page(self, iova: int, phys: int, pgsize: int, prot: int) -> None:
+        fmt = self.fmt
+        target, n = fmt.leaf_placement(pgsize)
+        top = self.walker.top_for(iova)
+        if top is None:
+            raise ValueError(f"iova {iova:#x} has no root table")
+        table = top.table
+        for li in range(top.level_index, target):
+            lvl = fmt.levels[li]
+            entry = table + fmt.index(iova, lvl) * fmt.entry_size
+            raw = self.walker.read_entry(entry)
+            kind = fmt.classify(raw, lvl)
+            if kind == TABLE:
+                table = fmt.next_table(raw, lvl)
+                continue
+            if kind == LEAF:
+                raise ValueError(f"iova {iova:#x} is already mapped by a larger page (-EEXIST)")
+            size, align = fmt.table_alloc(fmt.levels[li + 1])
+            new = self.arena.alloc(size, align)
+            self.mem.write_uint(entry, fmt.entry_size, fmt.encode_table(new, lvl), fmt.byteorder)
+            table = new
+        lvl = fmt.levels[target]
+        idx = fmt.index(iova, lvl)
+        raw = fmt.encode_leaf(phys, pgsize, lvl, prot)
+        for k in range(idx, idx + n):
+            entry = table + k * fmt.entry_size
+            if fmt.classify(self.walker.read_entry(entry), lvl) != 0:
+                raise ValueError(f"iova {iova:#x} is already mapped (-EEXIST)")
+            self.mem.write_uint(entry, fmt.entry_size, raw, fmt.byteorder)
