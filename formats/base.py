@@ -306,6 +306,13 @@ class PageTable:
         if phys >> self.oas:
             raise ValueError(f"phys {phys:#x}+{size:#x} is beyond oas ({self.oas} bits)")
 
+    # -- table-less formats ---------------------------------------------------------------------
+    def tableless_walker(self, mappings: list[tuple[int, int, int, int]]) -> Any:
+        """For formats with has_tables False (virtio, fsl-pamu): an object with the Walker
+        interface (translate, leaves, iter_leaves, unmap_leaf, top_for, entries_read) over the
+        domain's mappings [(iova, phys, size, prot)] or the format's own window."""
+        raise NotImplementedError
+
     # -- helpers ------------------------------------------------------------------------------
     @property
     def pgsize_bitmap(self) -> int:
