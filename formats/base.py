@@ -299,6 +299,22 @@ class PageTable:
         """The value an unmapped leaf entry is left with (0 for most; rockchip keeps the address)."""
         return 0
 
+    def encode_leaves(self, phys: int, pgsize: int, lvl: Level, prot: int, n: int) -> list[int]:
+        """The `n` descriptors one page of `pgsize` is written as (see leaf_placement). Default:
+        `n` identical copies; a format whose map steps the address per entry (rockchip writes
+        pgsize/4K PTEs of consecutive pages) overrides it."""
+        return [self.encode_leaf(phys, pgsize, lvl, prot)] * n
+
+    def init_tables(self, mem: Any, roots: Sequence[int], alloc: Any) -> None:
+        """Called by the builder after it allocated fresh root tables (zeroed), with
+        `alloc(size, align) -> phys`: a format whose domain init writes more than zeros
+        (exynos fills its L1 table with ZERO_LV2LINK) does it here."""
+
+    def bind(self, mem: Any, roots: Sequence[int]) -> None:
+        """Called when a Walker binds this format to memory and roots: a format whose decoding
+        depends on a domain-wide value only the tables show (exynos ZERO_LV2LINK) learns it
+        here. Must not raise on unreadable memory (the walk reports that)."""
+
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         """Raise ValueError when the kernel's map would refuse this mapping."""
         if not prot & (IOMMU_READ | IOMMU_WRITE):

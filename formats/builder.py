@@ -78,6 +78,7 @@ class Builder:
         self.mem = arena.mem
         if roots is None:
             roots = [arena.alloc(size, align) for size, align in fmt.root_alloc()]
+            fmt.init_tables(self.mem, roots, arena.alloc)
         self.roots = roots
         self.walker = Walker(fmt, self.mem, roots)
 
@@ -131,9 +132,9 @@ class Builder:
             table = new
         lvl = fmt.levels[target]
         idx = fmt.index(iova, lvl)
-        raw = fmt.encode_leaf(phys, pgsize, lvl, prot)
+        raws = fmt.encode_leaves(phys, pgsize, lvl, prot, n)
         for k in range(idx, idx + n):
             entry = table + k * fmt.entry_size
             if fmt.classify(self.walker.read_entry(entry), lvl) != 0:
                 raise ValueError(f"iova {iova:#x} is already mapped (-EEXIST)")
-            self.mem.write_uint(entry, fmt.entry_size, raw, fmt.byteorder)
+            self.mem.write_uint(entry, fmt.entry_size, raws[k - idx], fmt.byteorder)

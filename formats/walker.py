@@ -26,6 +26,8 @@ class Walker:
         self.mem = mem
         self.roots = roots
         self.tops: list[TopTable] = fmt.top_tables(roots) if fmt.has_tables else []
+        if fmt.has_tables and roots:
+            fmt.bind(mem, roots)
         self.entries_read = 0  # running count over every walk (unmap-sim reads it)
 
     # -- single translation -----------------------------------------------------------------
