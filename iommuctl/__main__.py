@@ -1,0 +1,3 @@
+from iommuctl.cli import main
+
+main()

@@ -1,0 +1,426 @@
+"""The click front end. Every command takes --json; errors are one line and exit status 2.
+
+Commands living in other modules are imported only when invoked, so a `translate` pays for
+nothing it does not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import UserError
+from .numbers import parse_number
+
+LAZY_COMMANDS = {
+    "unmap-sim": "iommuctl.sim.command:unmap_sim",
+    "check": "iommuctl.check:check_cmd",
+    "diff": "iommuctl.analysis:diff_cmd",
+    "reverse": "iommuctl.analysis:reverse_cmd",
+}
+CORE_ORDER = ["translate", "walk", "explain", "build", "unmap-sim", "check", "diff", "reverse", "formats",
+              "examples"]
+
+
+class Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(self.commands) | set(LAZY_COMMANDS)
+        return sorted(names, key=lambda n: CORE_ORDER.index(n) if n in CORE_ORDER else 99)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return None
+        mod, attr = target.split(":")
+        try:
+            cmd = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError):
+            return None
+        return cmd  # type: ignore[no-any-return]
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="iommuctl", message="iommuctl %(version)s")
+def cli() -> None:
+    """Decode Linux IOMMU page-table images as the kernel lays them out.
+
+    DOMAIN is a domain YAML file (see the README) or example:NAME for a bundled one.
+    """
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+
+
+def load(spec: str) -> Any:
+    from .domain import load_domain
+
+    return load_domain(spec)
+
+
+def parse_iova(text: str) -> int:
+    try:
+        n = parse_number(text)
+    except ValueError as e:
+        raise UserError(f"IOVA {text!r}: {e}") from None
+    if not 0 <= n < 1 << 64:
+        raise UserError(f"IOVA {text!r} is not a 64-bit address")
+    return n
+
+
+def check_iova(domain: Any, iova: int) -> None:
+    if not domain.fmt.in_windows(iova):
+        spaces = ", ".join(f"[{s:#x}, {e:#x})" for s, e in domain.windows)
+        raise UserError(f"IOVA {iova:#x} is outside the input address space {spaces} of {domain.name}")
+
+
+def iter_iovas(args: tuple[str, ...]) -> Any:
+    for a in args:
+        if a == "-":
+            for lineno, line in enumerate(sys.stdin, 1):
+                text = line.split("#", 1)[0].strip()
+                if text:
+                    try:
+                        yield parse_iova(text)
+                    except UserError as e:
+                        raise UserError(f"<stdin> line {lineno}: {e}") from None
+        else:
+            yield parse_iova(a)
+
+
+def translation_row(t: Any, legacy: int | None) -> dict[str, Any]:
+    from formats.base import PHYS_ADDR_MAX, prot_str
+
+    row: dict[str, Any] = {"iova": f"{t.iova:#x}", "mapped": t.mapped}
+    if t.mapped:
+        row.update(phys=f"{t.phys:#x}", size=t.size, level=t.level, prot=prot_str(t.prot),
+                   raw=f"{t.raw:#x}", entry=f"{t.entry:#x}")
+    else:
+        row.update(phys=f"{PHYS_ADDR_MAX:#x}", size=0)
+    if legacy is not None:
+        row["legacy"] = f"{legacy:#x}"
+    return row
+
+
+@cli.command()
+@click.argument("domain")
+@click.argument("iovas", nargs=-1, required=True)
+@click.option("--legacy", is_flag=True, help="Also show the legacy iova_to_phys result (0 on a miss).")
+@json_option
+def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) -> None:
+    """Per IOVA: phys and the page size of the PTE backing it (iova_to_phys_length).
+
+    IOVA `-` reads IOVAs from stdin, one per line. Exit status 1 when some IOVA is unmapped.
+    """
+    from .numbers import fmt_size
+    from .output import emit_json, table
+
+    dom = load(domain)
+    rows = []
+    missed = False
+    for iova in iter_iovas(iovas):
+        check_iova(dom, iova)
+        t = dom.translate(iova)
+        missed |= not t.mapped
+        row = translation_row(t, dom.fmt.legacy_iova_to_phys(iova, t) if legacy else None)
+        if as_json:
+            emit_json(row)
+        else:
+            rows.append(row)
+    if not as_json:
+        cols = ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legacy else [])
+        table(None, cols, ([r["iova"], r["phys"] if r["mapped"] else "unmapped",
+                            fmt_size(r["size"]) if r["mapped"] else "-", r.get("level", "-"),
+                            r.get("prot", "-"), r.get("raw", "-")] + ([r["legacy"]] if legacy else [])
+                           for r in rows), justify_right=("size",))
+    if missed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("domain")
+@click.option("--range", "range_", metavar="R", help="START:END (exclusive) or START+LENGTH.")
+@click.option("--leaves", is_flag=True, help="One row per leaf instead of coalesced runs.")
+@click.option("--holes", is_flag=True, help="Also list the unmapped gaps.")
+@click.option("--summary", is_flag=True, help="Only the totals.")
+@json_option
+def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bool, as_json: bool) -> None:
+    """The leaves in a range, coalesced into runs (IOVA- and PA-contiguous, same size and prot)."""
+    from formats.base import prot_str
+
+    from .numbers import fmt_size
+    from .output import emit_json, table
+    from .walk import Run, Summary, leaf_runs, parse_range, summarise, with_holes
+
+    dom = load(domain)
+    start, end = parse_range(range_, dom)
+    if summary:
+        total = summarise(dom, start, end)
+    else:
+        total = Summary()
+        rows: list[list[Any]] = []
+        items: Any = leaf_runs(dom, start, end, coalesce=not leaves)
+        if holes:
+            items = with_holes(items, start, end)
+        for item in items:
+            if isinstance(item, Run):
+                total.runs += 1
+                total.leaves[item.pgsize] += item.count
+                total.mapped += max(0, min(item.end, end) - max(item.iova, start))
+                if as_json:
+                    emit_json({"iova": f"{item.iova:#x}", "end": f"{item.end:#x}", "phys": f"{item.phys:#x}",
+                               "pgsize": item.pgsize, "count": item.count, "prot": prot_str(item.prot),
+                               "level": item.level})
+                else:
+                    rows.append([f"{item.iova:#x}", f"{item.end:#x}", f"{item.phys:#x}", fmt_size(item.pgsize),
+                                 item.count, item.level, prot_str(item.prot)])
+            else:
+                if as_json:
+                    emit_json({"iova": f"{item[0]:#x}", "end": f"{item[1]:#x}", "hole": True})
+                else:
+                    rows.append([f"{item[0]:#x}", f"{item[1]:#x}", "hole", "", "", "", ""])
+        if not as_json:
+            table(None, ["iova", "end", "phys", "pgsize", "count", "level", "prot"], rows,
+                  justify_right=("pgsize", "count"))
+    leaves_by_size = {str(k): v for k, v in sorted(total.leaves.items())}
+    if as_json:
+        emit_json({"summary": {"mapped": total.mapped, "runs": total.runs, "leaves": leaves_by_size,
+                               "range": {"iova": f"{start:#x}", "end": f"{end:#x}"}}})
+    else:
+        from .output import console
+
+        sizes = ", ".join(f"{fmt_size(int(k))}: {v}" for k, v in leaves_by_size.items()) or "none"
+        console().print(f"mapped {total.mapped:#x} bytes ({fmt_size(total.mapped)}) in {total.runs} runs; "
+                        f"leaves {sizes}; range [{start:#x}, {end:#x})")
+
+
+@cli.command()
+@click.argument("domain")
+@click.argument("iova")
+@json_option
+def explain(domain: str, iova: str, as_json: bool) -> None:
+    """The walk of one IOVA step by step: every table entry read and what it means."""
+    from formats.base import Step, WalkError
+
+    from .output import console, emit_json, table
+
+    dom = load(domain)
+    addr = parse_iova(iova)
+    check_iova(dom, addr)
+    steps: list[Step] = []
+    try:
+        t = dom.walker.translate(addr, steps)
+    except WalkError as e:
+        t = None
+        err = str(e)
+    if as_json:
+        for s in steps:
+            emit_json({"level": s.level, "table": f"{s.table:#x}", "index": s.index, "entry": f"{s.entry:#x}",
+                       "raw": f"{s.raw:#x}", "kind": s.kind, "fields": _jsonable(s.fields), "note": s.note})
+    else:
+        table(f"{dom.name}: walk of {addr:#x} ({dom.fmt.name})",
+              ["level", "table", "index", "entry", "raw", "kind", "fields", "meaning"],
+              ([s.level, f"{s.table:#x}", s.index, f"{s.entry:#x}", f"{s.raw:#x}", s.kind,
+                " ".join(f"{k}={_fieldtext(v)}" for k, v in s.fields.items()), s.note] for s in steps))
+    if t is None:
+        raise UserError(f"{dom.name}: walking iova {addr:#x}: {err}")
+    row = translation_row(t, dom.fmt.legacy_iova_to_phys(addr, t))
+    if as_json:
+        emit_json(row)
+    else:
+        from .numbers import fmt_size
+
+        if t.mapped:
+            console().print(f"{addr:#x} -> {t.phys:#x}, page size {fmt_size(t.size)} (level {t.level}, "
+                            f"prot {row['prot']}); legacy iova_to_phys {row['legacy']}")
+        else:
+            console().print(f"{addr:#x} is not mapped: iova_to_phys_length gives {row['phys']}, size 0; "
+                            f"legacy iova_to_phys {row['legacy']}")
+    if not t.mapped:
+        sys.exit(1)
+
+
+def _fieldtext(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int) and v > 9:
+        return f"{v:#x}"
+    return str(v)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, bool | int | str | float) or v is None else str(v)) for k, v in d.items()}
+
+
+@cli.command()
+@click.argument("domain")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Raw image of the built tables.")
+@click.option("--yaml", "yaml_out", type=click.Path(dir_okay=False), help="Write the domain file here.")
+@json_option
+def build(domain: str, out: str, yaml_out: str | None, as_json: bool) -> None:
+    """Build the tables of a `mappings:` domain as the kernel's map would, into OUT.bin."""
+    from pathlib import Path
+
+    import yaml
+
+    from .output import emit_json
+
+    dom = load(domain)
+    if dom.arena is None:
+        raise UserError(f"{dom.name}: build needs a domain described by `mappings:` with no root")
+    image = dom.arena.image()
+    try:
+        Path(out).write_bytes(image)
+    except OSError as e:
+        raise UserError(f"{out}: {e.strerror or e}") from None
+    doc: dict[str, Any] = {"format": dom.fmt.name, "config": _plain(dom.fmt.config)}
+    if len(dom.roots) == 1:
+        doc["root"] = f"{dom.roots[0]:#x}"
+    else:
+        doc["roots"] = [f"{r:#x}" for r in dom.roots]
+    out_ref = os.path.relpath(out, os.path.dirname(os.path.abspath(yaml_out))) if yaml_out else out
+    doc["memory"] = [{"file": out_ref, "base": f"{dom.arena.base:#x}"}]
+    if dom.description:
+        doc["description"] = dom.description
+    text = yaml.safe_dump(doc, sort_keys=False)
+    if yaml_out:
+        try:
+            Path(yaml_out).write_text(text)
+        except OSError as e:
+            raise UserError(f"{yaml_out}: {e.strerror or e}") from None
+    if as_json:
+        emit_json({"image": out, "bytes": len(image), "base": f"{dom.arena.base:#x}",
+                   "roots": [f"{r:#x}" for r in dom.roots], "tables": len(dom.arena.allocations),
+                   "chunks": len(dom.chunks), "yaml": yaml_out})
+    elif not yaml_out:
+        sys.stdout.write(text)
+    else:
+        sys.stderr.write(f"wrote {out} ({len(image)} bytes, {len(dom.arena.allocations)} tables) and {yaml_out}\n")
+
+
+def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+
+
+@cli.command()
+@click.argument("format_id", required=False)
+@click.option("--drivers", "show_drivers", is_flag=True, help="The driver -> format table.")
+@json_option
+def formats(format_id: str | None, show_drivers: bool, as_json: bool) -> None:
+    """The formats, their page sizes, levels and config keys with defaults."""
+    import formats as registry
+
+    from .numbers import fmt_size
+    from .output import emit_json, table
+
+    if show_drivers:
+        drv = registry.drivers()
+        if as_json:
+            for did, d in drv.items():
+                emit_json({"driver": did, "format": d["format"], "config": _plain(d.get("config", {})),
+                           "description": d.get("description", "")})
+        else:
+            table(None, ["driver", "format", "config", "description"],
+                  ([did, d["format"], " ".join(f"{k}={v}" for k, v in d.get("config", {}).items()),
+                    d.get("description", "")] for did, d in drv.items()))
+        return
+    ids = [format_id] if format_id else list(registry.FORMATS)
+    rows = []
+    for fid in ids:
+        try:
+            cls = registry.get_format(fid)
+        except registry.UnknownFormat:
+            raise UserError(f"unknown format {fid!r} (known: {', '.join(registry.FORMATS)})") from None
+        except (ImportError, AttributeError):
+            if format_id:
+                raise UserError(f"format {fid!r} is not available in this build") from None
+            continue
+        try:
+            inst = cls(dict(cls.config_defaults))
+            sizes, levels = list(inst.page_sizes), len(inst.levels) if cls.has_tables else 0
+        except Exception:  # a format whose defaults need a required key still lists its keys
+            sizes, levels = [], 0
+        rec = {"format": fid, "page_sizes": sizes, "levels": levels, "config": _plain(cls.config_defaults),
+               "description": cls.description, "kernel_source": cls.kernel_source}
+        if as_json:
+            emit_json(rec)
+        else:
+            rows.append([fid, " ".join(fmt_size(s) for s in sizes), levels,
+                         " ".join(f"{k}={v}" for k, v in cls.config_defaults.items()), cls.description])
+    if not as_json:
+        table(None, ["format", "page sizes", "levels", "config (defaults)", "description"], rows)
+
+
+@cli.command()
+@json_option
+def examples(as_json: bool) -> None:
+    """The bundled example domains (use them as example:NAME)."""
+    from importlib import resources
+
+    import yaml
+
+    import formats as registry
+
+    from .domain import example_names
+    from .output import emit_json, table
+
+    rows = []
+    for name in example_names():
+        doc = yaml.safe_load((resources.files("iommuctl.examples") / f"{name}.yaml").read_text()) or {}
+        fid = doc.get("format")
+        if fid is None and "driver" in doc:
+            fid = registry.drivers().get(registry.norm_driver(str(doc["driver"])), {}).get("format")
+        rec = {"name": name, "format": fid, "description": doc.get("description", "")}
+        if as_json:
+            emit_json(rec)
+        else:
+            rows.append([name, fid, rec["description"]])
+    if not as_json:
+        table(None, ["name", "format", "description"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's own errors and ours become one `iommuctl: error:` line, status 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="iommuctl", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("iommuctl: error: aborted\n")
+        code = 2
+    except click.ClickException as e:
+        sys.stderr.write(f"iommuctl: error: {e.format_message()}\n")
+        code = 2
+    except UserError as e:
+        sys.stderr.write(f"iommuctl: error: {e}\n")
+        code = 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        code = 0
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except Exception as e:  # never a traceback; IOMMUCTL_DEBUG=1 shows it
+        if os.environ.get("IOMMUCTL_DEBUG"):
+            raise
+        sys.stderr.write(f"iommuctl: error: internal error ({type(e).__name__}: {e}); "
+                         f"rerun with IOMMUCTL_DEBUG=1 and report it\n")
+        code = 2
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
