@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from formats.base import IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, parse_prot, prot_str
+from formats.builder import iommu_pgsize
+from iommuctl.numbers import fmt_size, parse_number
+
+
+@pytest.mark.parametrize("text,value", [("0x8000_0000", 0x8000_0000), ("4096", 4096), ("4K", 4096),
+                                        ("2M", 2 << 20), ("1G", 1 << 30), ("1T", 1 << 40), ("16KiB", 16384),
+                                        (7, 7)])
+def test_parse_number(text: object, value: int) -> None:
+    assert parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "4Q", "zz", None, True, 1.5, [1]])
+def test_parse_number_rejects(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_number(text)
+
+
+def test_fmt_size() -> None:
+    assert [fmt_size(x) for x in (4096, 2 << 20, 1 << 30, 3 << 40, 100)] == ["4K", "2M", "1G", "3T", "100"]
+
+
+def test_prot_text_round_trip() -> None:
+    p = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE | IOMMU_NOEXEC
+    assert prot_str(p) == "rw,cache,noexec"
+    assert parse_prot("rw,cache,noexec") == p
+    assert parse_prot("r") == IOMMU_READ
+    with pytest.raises(ValueError):
+        parse_prot("rx")
+
+
+LPAE_4K = (1 << 12) | (1 << 21) | (1 << 30)
+
+
+def test_iommu_pgsize_worked_examples() -> None:
+    # iommu.c iommu_pgsize(): the largest size fitting alignment and length ...
+    assert iommu_pgsize(LPAE_4K, 0x4000_0000, 0x8000_0000, 1 << 30) == (1 << 30, 1)
+    # ... and for the small size, only up to the next larger size's boundary when iova and
+    # paddr are congruent modulo it and the remaining length reaches past that boundary.
+    assert iommu_pgsize(LPAE_4K, 0x1F_F000, 0x3F_F000, 0x40_1000) == (4096, 1)
+    # not congruent modulo 2M: all the 4K pages at once
+    assert iommu_pgsize(LPAE_4K, 0x1000, 0x2000, 0x40_0000) == (4096, 0x400)
+    # length does not reach a whole 2M past the boundary: all small pages
+    assert iommu_pgsize(LPAE_4K, 0x1F_F000, 0x3F_F000, 0x20_0000) == (4096, 0x200)
