@@ -15,7 +15,19 @@ import numpy as np
 
 from iommuctl.memory import MemoryFault, PhysMem
 
-from .base import INVALID, LEAF, TABLE, U64, LeafBatch, Level, PageTable, Step, TopTable, Translation, WalkError
+from .base import (
+    INVALID,
+    LEAF,
+    TABLE,
+    U64,
+    LeafBatch,
+    Level,
+    PageTable,
+    Step,
+    TopTable,
+    Translation,
+    WalkError,
+)
 
 
 class Walker:
