@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
+from formats.lazy import np
 
 PHYS_ADDR_MAX = (1 << 64) - 1
 U64 = (1 << 64) - 1
@@ -360,23 +360,34 @@ class Descriptor:
     `decode`/`encode` go through construct and gaps become padding."""
 
     def __init__(self, name: str, width: int, *fields: tuple[str, int, int]) -> None:
-        import construct as cs
-
         self.name = name
         self.width = width
         self.fields = sorted(fields, key=lambda f: -f[1])
-        parts: list[Any] = []
         pos = width - 1
         for fname, hi, lo in self.fields:
-            if hi > pos:
-                raise ValueError(f"{name}: field {fname} overlaps")
-            if hi < pos:
-                parts.append(cs.Padding(pos - hi))
-            parts.append(fname / (cs.Flag if hi == lo else cs.BitsInteger(hi - lo + 1)))
+            if hi > pos or lo > hi:
+                raise ValueError(f"{name}: field {fname} [{hi}:{lo}] overlaps or is reversed")
             pos = lo - 1
-        if pos >= 0:
-            parts.append(cs.Padding(pos + 1))
-        self.struct = cs.BitStruct(*parts)
+        self._struct: Any = None
+
+    @property
+    def struct(self) -> Any:
+        """The construct BitStruct, built on first use (construct is only imported by explain,
+        check and the tests, not by a plain translate)."""
+        if self._struct is None:
+            import construct as cs
+
+            parts: list[Any] = []
+            pos = self.width - 1
+            for fname, hi, lo in self.fields:
+                if hi < pos:
+                    parts.append(cs.Padding(pos - hi))
+                parts.append(fname / (cs.Flag if hi == lo else cs.BitsInteger(hi - lo + 1)))
+                pos = lo - 1
+            if pos >= 0:
+                parts.append(cs.Padding(pos + 1))
+            self._struct = cs.BitStruct(*parts)
+        return self._struct
 
     def decode(self, raw: int) -> dict[str, Any]:
         parsed = self.struct.parse((raw & ((1 << self.width) - 1)).to_bytes(self.width // 8, "big"))

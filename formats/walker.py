@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-
+from formats.lazy import np
 from iommuctl.memory import MemoryFault, PhysMem
 
 from .base import (
@@ -37,7 +36,7 @@ class Walker:
         self.fmt = fmt
         self.mem = mem
         self.roots = roots
-        self.tops: list[TopTable] = fmt.top_tables(roots) if fmt.has_tables else []
+        self.tops: list[TopTable] = fmt.top_tables(roots) if fmt.has_tables and roots else []
         if fmt.has_tables and roots:
             fmt.bind(mem, roots)
         self.entries_read = 0  # running count over every walk (unmap-sim reads it)

@@ -12,7 +12,7 @@ import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from formats.lazy import np
 
 
 class MemoryFault(Exception):
@@ -42,7 +42,6 @@ class Segment:
         return self.base + self.length
 
 
-_ZERO_PAGE = np.zeros(1 << 16, dtype=np.uint8)
 
 
 @dataclass
