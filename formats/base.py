@@ -285,6 +285,11 @@ class PageTable:
         """Descriptor at `lvl` for a leaf of `pgsize` bytes at `phys` (one copy)."""
         raise NotImplementedError
 
+    def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
+        """encode_leaf over an array of addresses (the builder's bulk path for scattered pages)."""
+        return np.fromiter((self.encode_leaf(int(p), pgsize, lvl, prot) for p in phys), dtype=np.uint64,
+                           count=len(phys))
+
     def leaf_placement(self, pgsize: int) -> tuple[int, int]:
         """(level index, number of identical entries) the kernel writes for one page of pgsize."""
         for i, lvl in enumerate(self.levels):

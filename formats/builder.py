@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from iommuctl.memory import PhysMem
 
 from .base import LEAF, TABLE, PageTable
+from .lazy import np
 from .walker import Walker
 
 ARENA_CHUNK = 2 << 20
@@ -109,9 +110,41 @@ class Builder:
             size -= pgsize * count
         return chunks
 
-    def map_page(self, iova: int, phys: int, pgsize: int, prot: int) -> None:
+    def map_scattered(self, iova: int, pages: np.ndarray, page: int, prot: int) -> None:
+        """Map consecutive IOVA pages of `page` bytes to the physical pages in `pages`, each its
+        own mapping as iommu_map() would get them. Leaf tables are filled with numpy, so 16 M
+        scattered pages cost table allocations, not a Python call per page."""
         fmt = self.fmt
-        target, n = fmt.leaf_placement(pgsize)
+        target, n = fmt.leaf_placement(page) if page in fmt.page_sizes else (-1, 0)
+        if n != 1 or len(pages) == 0:
+            for i, p in enumerate(pages.tolist()):
+                self.map(iova + i * page, p, page, prot)
+            return
+        lvl = fmt.levels[target]
+        end = iova + page * len(pages)
+        for s, e in fmt.windows:
+            if s <= iova and end <= e:
+                break
+        else:
+            raise ValueError(f"iova range {iova:#x}+{end - iova:#x} is outside the input address space")
+        if (iova | page) & (min(fmt.page_sizes) - 1) or int((pages & np.uint64(page - 1)).any()):
+            raise ValueError(f"scattered pages must be aligned to {page:#x}")
+        fmt.check_map(iova, int(pages.max()), page, prot)
+        done = 0
+        while done < len(pages):
+            va = iova + done * page
+            idx = fmt.index(va, lvl)
+            count = min(len(pages) - done, lvl.entries - idx)
+            table = self._table_for(va, target)
+            view = self.mem.array(table + idx * fmt.entry_size, count, fmt.dtype)
+            if view.any():
+                raise ValueError(f"iova {va:#x}+{count * page:#x} is already mapped (-EEXIST)")
+            view[:] = fmt.encode_leaf_vec(pages[done:done + count], page, lvl, prot)
+            done += count
+
+    def _table_for(self, iova: int, target: int) -> int:
+        """The table at level index `target` that maps `iova`, allocating tables on the way."""
+        fmt = self.fmt
         top = self.walker.top_for(iova)
         if top is None:
             raise ValueError(f"iova {iova:#x} has no root table")
@@ -130,6 +163,12 @@ class Builder:
             new = self.arena.alloc(size, align)
             self.mem.write_uint(entry, fmt.entry_size, fmt.encode_table(new, lvl), fmt.byteorder)
             table = new
+        return table
+
+    def map_page(self, iova: int, phys: int, pgsize: int, prot: int) -> None:
+        fmt = self.fmt
+        target, n = fmt.leaf_placement(pgsize)
+        table = self._table_for(iova, target)
         lvl = fmt.levels[target]
         idx = fmt.index(iova, lvl)
         raws = fmt.encode_leaves(phys, pgsize, lvl, prot, n)

@@ -32,10 +32,27 @@ MAX_MAPPED_PAGES = 1 << 25  # bounds the work a mappings: list can ask for (128 
 
 @dataclass
 class Mapping:
+    """One `mappings:` item. A scattered one keeps its per-page physical addresses as a numpy
+    array (`pages`, each `page` bytes) so 16 M pages are one object, not 16 M."""
+
     iova: int
     phys: int
     size: int
     prot: int
+    pages: Any = None
+    page: int = 0
+
+    def pieces(self) -> Iterator[tuple[int, int, int, int]]:
+        """(iova, phys, size, prot) of each physically contiguous piece."""
+        if self.pages is None:
+            yield (self.iova, self.phys, self.size, self.prot)
+            return
+        for i, p in enumerate(self.pages.tolist()):
+            yield (self.iova + i * self.page, p, self.page, self.prot)
+
+
+def pieces(mappings: list[Mapping]) -> list[tuple[int, int, int, int]]:
+    return [p for m in mappings for p in m.pieces()]
 
 
 @dataclass
@@ -83,7 +100,7 @@ class Domain:
         if self.fmt.has_tables:
             walker = Walker(self.fmt, mem, self.roots)
         else:
-            walker = self.fmt.tableless_walker([(m.iova, m.phys, m.size, m.prot) for m in self.mappings])
+            walker = self.fmt.tableless_walker(pieces(self.mappings))
         return Domain(self.name, self.fmt, mem, list(self.roots), walker, self.description,
                       list(self.mappings), None, list(self.chunks), self.source)
 
@@ -376,7 +393,7 @@ class Loader:
                 raise self.err(f"{path}.prot", str(e)) from None
             phys = m["phys"]
             if isinstance(phys, dict):
-                out.extend(self.scatter(phys, iova, size, prot, f"{path}.phys"))
+                out.append(self.scatter(phys, iova, size, prot, f"{path}.phys"))
             else:
                 out.append(Mapping(iova, self.num(phys, f"{path}.phys"), size, prot))
             pages += size >> 12
@@ -384,7 +401,7 @@ class Loader:
                 raise self.err(path, f"more than {MAX_MAPPED_PAGES} 4K pages of mappings")
         return out
 
-    def scatter(self, spec: dict[str, Any], iova: int, size: int, prot: int, path: str) -> list[Mapping]:
+    def scatter(self, spec: dict[str, Any], iova: int, size: int, prot: int, path: str) -> Mapping:
         import numpy as np
 
         for k in spec:
@@ -401,8 +418,11 @@ class Loader:
             raise self.err(f"{path}.scatter", f"size {size:#x} is not a multiple of {page:#x}")
         n = size // page
         # Every other slot of a permutation: no two pages are physically adjacent.
-        order = np.random.default_rng(seed).permutation(n)
-        return [Mapping(iova + i * page, base + 2 * int(order[i]) * page, page, prot) for i in range(n)]
+        order = np.random.default_rng(seed).permutation(n).astype(np.uint64)
+        if base + 2 * n * page > 1 << 64:
+            raise self.err(f"{path}.base", "the scattered pages pass 2^64")
+        pages = np.uint64(base) + order * np.uint64(2 * page)
+        return Mapping(iova, int(pages[0]), size, prot, pages, page)
 
     # -- building --------------------------------------------------------------------------------
     def build(self, dom: Domain, tables_at: int) -> None:
@@ -413,15 +433,17 @@ class Loader:
             raise self.err("tables_at", str(e)) from None
         for i, m in enumerate(dom.mappings):
             try:
-                dom.chunks.extend(builder.map(m.iova, m.phys, m.size, m.prot))
+                if m.pages is not None:
+                    builder.map_scattered(m.iova, m.pages, m.page, m.prot)
+                else:
+                    dom.chunks.extend(builder.map(m.iova, m.phys, m.size, m.prot))
             except (ValueError, WalkError, MemoryFault, MemoryConfigError) as e:
-                raise self.err(f"mappings[{i}]" if len(dom.mappings) < 1 << 16 else "mappings",
-                               str(e)) from None
+                raise self.err(f"mappings[{i}]", str(e)) from None
         dom.roots = builder.roots
         dom.arena = arena
 
     def tableless(self, fmt: PageTable, mappings: list[Mapping]) -> Any:
         try:
-            return fmt.tableless_walker([(m.iova, m.phys, m.size, m.prot) for m in mappings])
+            return fmt.tableless_walker(pieces(mappings))
         except ValueError as e:
             raise self.err("mappings", str(e)) from None
