@@ -145,6 +145,37 @@ class PhysMem:
         off = addr - seg.base
         return np.frombuffer(seg.buf, dtype=dtype, count=count, offset=off)
 
+    def gather(self, addrs: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int | None]:
+        """The `dtype` value at each address of `addrs` (uint64 array), read with numpy per segment.
+        Returns (values, first faulting address or None); faulting lanes read as 0."""
+        dtype = np.dtype(dtype)
+        size = dtype.itemsize
+        out = np.zeros(len(addrs), dtype=np.uint64)
+        if len(addrs) == 0:
+            return out, None
+        bases = np.array(self._bases, dtype=np.uint64)
+        ends = np.array([s.end for s in self.segments], dtype=np.uint64)
+        seg = np.searchsorted(bases, addrs, side="right").astype(np.int64) - 1
+        ok = seg >= 0
+        segc = np.where(ok, seg, 0)
+        ok &= addrs + np.uint64(size) <= ends[segc] if len(ends) else np.zeros(len(addrs), bool)
+        fault = None
+        if not ok.all():
+            fault = int(addrs[np.flatnonzero(~ok)[0]])
+        for si in np.unique(segc[ok]).tolist():
+            s = self.segments[si]
+            lanes = np.flatnonzero(ok & (segc == si))
+            if s.buf is None:
+                continue
+            off = (addrs[lanes] - np.uint64(s.base)).astype(np.int64)
+            raw = np.frombuffer(s.buf, dtype=np.uint8)
+            if (off % size == 0).all() and s.length % size == 0:
+                out[lanes] = np.frombuffer(s.buf, dtype=dtype)[off // size]
+            else:  # unaligned entries: assemble from bytes
+                byts = raw[off[:, None] + np.arange(size)]
+                out[lanes] = np.frombuffer(np.ascontiguousarray(byts).tobytes(), dtype=dtype)
+        return out, fault
+
     def write_uint(self, addr: int, size: int, value: int, byteorder: str = "little") -> None:
         seg = self._find(addr, size)
         if seg.buf is None or seg.buf.readonly:
