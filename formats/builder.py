@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from iommuctl.memory import PhysMem
 
-from .base import LEAF, TABLE, PageTable
+from .base import INVALID, LEAF, TABLE, PageTable
 from .lazy import np
 from .walker import Walker
 
@@ -137,7 +137,7 @@ class Builder:
             count = min(len(pages) - done, lvl.entries - idx)
             table = self._table_for(va, target)
             view = self.mem.array(table + idx * fmt.entry_size, count, fmt.dtype)
-            if view.any():
+            if (fmt.classify_vec(view, lvl) != INVALID).any():  # not view.any(): exynos ZERO_LV2LINK
                 raise ValueError(f"iova {va:#x}+{count * page:#x} is already mapped (-EEXIST)")
             view[:] = fmt.encode_leaf_vec(pages[done:done + count], page, lvl, prot)
             done += count
