@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from iommuctl.memory import MemoryFault
 
 from .base import (
     INVALID,
@@ -38,6 +38,7 @@ from .base import (
     PageTable,
     Translation,
 )
+from .lazy import np
 
 SECT_SIZE, LPAGE_SIZE, SPAGE_SIZE = 1 << 20, 1 << 16, 1 << 12  # SECT/LPAGE/SPAGE_ORDER 20/16/12
 NUM_LV1ENTRIES, NUM_LV2ENTRIES = 4096, 256
@@ -149,7 +150,7 @@ class Exynos(PageTable):
         real lv2 table belongs to exactly one slot)."""
         try:
             l1 = np.asarray(mem.array(roots[0], NUM_LV1ENTRIES, self.dtype), dtype=np.uint64)
-        except Exception:  # unreadable root: the walk reports it
+        except MemoryFault:  # unreadable root: the walk reports it
             return
         links = l1[(l1 & np.uint64(3)) == np.uint64(1)]
         if len(links) < 2:
@@ -161,7 +162,7 @@ class Exynos(PageTable):
             cand = int(values[i])
             try:
                 lv2 = mem.array(self.next_table(cand, self.levels[0]), NUM_LV2ENTRIES, self.dtype)
-            except Exception:
+            except MemoryFault:
                 continue
             if not np.any(lv2):
                 self.zero_link = cand
@@ -293,6 +294,10 @@ class Exynos(PageTable):
         if pgsize == LPAGE_SIZE:
             return ((phys >> self.shift) | self.lv2_prot[p] | 1) & U32  # mk_lv2ent_lpage
         return ((phys >> self.shift) | self.lv2_prot[p] | 2) & U32  # mk_lv2ent_spage
+
+    def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
+        one = self.encode_leaf(0, pgsize, lvl, prot)  # prot and type bits, the same for every page
+        return ((phys.astype(np.uint64) >> np.uint64(self.shift)) | np.uint64(one)) & np.uint64(U32)
 
     def invalidate(self, raw: int, lvl: Level) -> int:
         # exynos_iommu_unmap writes ZERO_LV2LINK back over a section; lv2 entries become 0.

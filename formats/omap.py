@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .base import (
     INVALID,
     IOMMU_READ,
@@ -29,6 +27,7 @@ from .base import (
     PageTable,
     Translation,
 )
+from .lazy import np
 
 IOSUPER_SIZE, IOSECTION_SIZE, IOLARGE_SIZE, IOPTE_SIZE = 1 << 24, 1 << 20, 1 << 16, 1 << 12
 U32 = 0xFFFF_FFFF
@@ -197,6 +196,10 @@ class Omap(PageTable):
         kind = {IOSUPER_SIZE: IOPGD_SUPER, IOSECTION_SIZE: IOPGD_SECTION, IOLARGE_SIZE: IOPTE_LARGE,
                 IOPTE_SIZE: IOPTE_SMALL}[pgsize]
         return (phys & ~(pgsize - 1) & U32) | attr | kind
+
+    def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
+        mask = np.uint64(~(pgsize - 1) & U32)
+        return (phys.astype(np.uint64) & mask) | np.uint64(self.encode_leaf(0, pgsize, lvl, prot))
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         # prot is ignored; the PA is a u32 (iotlb_init_entry's pa)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .base import (
     INVALID,
     IOMMU_READ,
@@ -34,6 +32,7 @@ from .base import (
     Translation,
     prot_str,
 )
+from .lazy import np
 
 SPAGE_SIZE = 1 << 12
 U32 = 0xFFFF_FFFF
@@ -191,6 +190,14 @@ class Rockchip(PageTable):
         flags = (RK_PTE_PAGE_READABLE if prot & IOMMU_READ else 0) | (
             RK_PTE_PAGE_WRITABLE if prot & IOMMU_WRITE else 0)
         return self.mk_address(phys) | flags | RK_DTE_PT_VALID  # rk_mk_pte / rk_mk_pte_v2
+
+    def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
+        p = phys.astype(np.uint64)
+        addr = p & np.uint64(RK_DTE_PT_ADDRESS_MASK)
+        if self.version == 2:
+            addr |= ((p & np.uint64(0xF << 32)) >> np.uint64(DTE_HI_SHIFT1)) | (
+                (p & np.uint64(0xF << 36)) >> np.uint64(DTE_HI_SHIFT2))
+        return addr | np.uint64(self.encode_leaf(0, SPAGE_SIZE, lvl, prot))
 
     def leaf_placement(self, pgsize: int) -> tuple[int, int]:
         # every core page size lands in one PT as pgsize/4K PTEs (never crosses a DTE: aligned, <= 4M)

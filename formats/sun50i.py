@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .base import (
     INVALID,
     IOMMU_READ,
@@ -29,6 +27,7 @@ from .base import (
     Translation,
     prot_str,
 )
+from .lazy import np
 
 SPAGE_SIZE = 1 << 12
 U32 = 0xFFFF_FFFF
@@ -163,6 +162,10 @@ class Sun50i(PageTable):
     def encode_leaf(self, phys: int, pgsize: int, lvl: Level, prot: int) -> int:
         # sun50i_mk_pte
         return (phys & SUN50I_PTE_PAGE_ADDRESS_MASK) | (prot_to_aci(prot) << 4) | SUN50I_PTE_PAGE_VALID
+
+    def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
+        addr = phys.astype(np.uint64) & np.uint64(SUN50I_PTE_PAGE_ADDRESS_MASK)
+        return addr | np.uint64(self.encode_leaf(0, pgsize, lvl, prot))
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         # prot 0 maps with ACI_NONE; the PA is masked to 32 bits by sun50i_mk_pte

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .base import (
     INVALID,
     IOMMU_READ,
@@ -32,6 +30,7 @@ from .base import (
     Translation,
     prot_str,
 )
+from .lazy import np
 
 SMMU_PTE_SHIFT = 12
 SPAGE_SIZE = 1 << SMMU_PTE_SHIFT
@@ -155,6 +154,10 @@ class TegraSmmu(PageTable):
         if prot & IOMMU_WRITE:
             attrs |= SMMU_PTE_WRITABLE
         return ((phys >> SMMU_PTE_SHIFT) | attrs) & U32  # SMMU_PHYS_PFN(paddr) | pte_attrs
+
+    def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
+        pfn = phys.astype(np.uint64) >> np.uint64(SMMU_PTE_SHIFT)
+        return (pfn | np.uint64(self.encode_leaf(0, pgsize, lvl, prot))) & np.uint64(U32)
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         # prot 0 still writes NONSECURE: a mapping without access; the PFN must fit pfn_mask
