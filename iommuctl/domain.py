@@ -231,10 +231,12 @@ class Loader:
             raise self.err("format", "missing: a format id from `iommuctl formats` (or `driver:`)")
         try:
             return get_format(fid), {}
-        except (UnknownFormat, ImportError, AttributeError):
+        except UnknownFormat:
             from formats import FORMATS
 
             raise self.err("format", f"unknown format {fid!r} (known: {', '.join(FORMATS)})") from None
+        except (ImportError, AttributeError) as e:
+            raise self.err("format", f"format {fid!r} is not available in this build ({e})") from None
 
     def configure(self, cls: type[PageTable], driver_cfg: dict[str, Any], user: Any) -> PageTable:
         if user is None:
