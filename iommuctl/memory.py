@@ -139,7 +139,10 @@ class PhysMem:
         """`count` entries of `dtype` at `addr`: a view over the image, never a copy of it."""
         dtype = np.dtype(dtype)
         nbytes = count * dtype.itemsize
-        seg = self._find(addr, nbytes)
+        try:
+            seg = self._find(addr, nbytes)
+        except MemoryFault:
+            return self._spanning_array(addr, count, dtype)
         if seg.buf is None:
             return np.zeros(count, dtype=dtype)
         off = addr - seg.base
@@ -175,6 +178,23 @@ class PhysMem:
                 byts = raw[off[:, None] + np.arange(size)]
                 out[lanes] = np.frombuffer(np.ascontiguousarray(byts).tobytes(), dtype=dtype)
         return out, fault
+
+    def _spanning_array(self, addr: int, count: int, dtype: np.dtype) -> np.ndarray:
+        """A table that runs across adjacent segments (an image window with `zero:` memory around
+        it, as the mtk-v1 4 MiB flat table): a read-only copy of the pieces; a gap still faults."""
+        nbytes = count * dtype.itemsize
+        pieces = []
+        at, end = addr, addr + nbytes
+        while at < end:
+            seg = self._find(at, 1)  # MemoryFault on a gap
+            n = min(seg.end, end) - at
+            if n % dtype.itemsize:
+                raise MemoryFault(addr, nbytes, "split across segments inside an entry")
+            pieces.append(self.array(at, n // dtype.itemsize, dtype))
+            at += n
+        out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
+        out.flags.writeable = False  # a copy: writes through it would be lost, so refuse them
+        return out
 
     def write_uint(self, addr: int, size: int, value: int, byteorder: str = "little") -> None:
         seg = self._find(addr, size)
