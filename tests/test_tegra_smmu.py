@@ -1,0 +1,204 @@
+"""NVIDIA Tegra SMMU (drivers/iommu/tegra-smmu.c): PFN descriptors worked by hand from SMMU_MK_PDE,
+SMMU_PHYS_PFN and the SMMU_PDE_*/SMMU_PTE_* bits for 32 (Tegra30/114) and 34 (Tegra124/210)
+address bits, the kernel's t30 images (fixtures/conformance/tegra-smmu-t30-*), a hand-made t124
+image (no t124 case is bundled) and builder round trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step, WalkError
+from formats.builder import Arena, Builder
+from formats.tegra_smmu import TegraSmmu
+from formats.walker import Walker
+from iommuctl.memory import PhysMem
+
+CONF = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
+PHYS_ADDR_MAX = (1 << 64) - 1
+K, M, G = 1 << 10, 1 << 20, 1 << 30
+RW = IOMMU_READ | IOMMU_WRITE
+
+
+def tegra(bits: int) -> TegraSmmu:
+    return TegraSmmu({"address_bits": bits})
+
+
+def test_config() -> None:
+    # pfn_mask = BIT_MASK(num_address_bits - SMMU_PTE_SHIFT) - 1 (tegra_smmu_probe)
+    assert (tegra(32).pfn_mask, tegra(34).pfn_mask) == (0xFFFFF, 0x3FFFFF)
+    assert (tegra(32).oas, tegra(34).oas) == (32, 34)
+    assert [(lv.shift, lv.bits) for lv in tegra(34).levels] == [(22, 10), (12, 10)]  # SMMU_NUM_PDE/PTE
+    assert tegra(32).page_sizes == [4 * K]
+    with pytest.raises(ConfigError) as e:
+        tegra(36)
+    assert e.value.key == "address_bits"
+
+
+def test_t30_descriptors_by_hand() -> None:
+    f = tegra(32)
+    pd, pt = f.levels
+    # SMMU_MK_PDE(dma, SMMU_PDE_ATTR | SMMU_PDE_NEXT) = dma >> 12 | bits 31, 30, 29, 28
+    pde = f.encode_table(0xB800_1000, pd)
+    assert pde == 0xF00B_8001
+    assert f.classify(pde, pd) == TABLE and f.next_table(pde, pd) == 0xB800_1000  # smmu_pde_to_dma
+    assert f.fields(pde, pd, TABLE) == {"readable": True, "writable": True, "nonsecure": True, "next": True,
+                                        "pfn": 0xB8001}
+    # __tegra_smmu_map: SMMU_PHYS_PFN(paddr) | SMMU_PTE_NONSECURE | READABLE? | WRITABLE?
+    pte = f.encode_leaf(0x8D44_2000, 4 * K, pt, RW)
+    assert pte == 0xE008_D442
+    assert (f.leaf_phys(pte, pt), f.leaf_size(pte, pt), f.leaf_prot(pte, pt)) == (0x8D44_2000, 4 * K, RW)
+    assert f.encode_leaf(0x8D44_2000, 4 * K, pt, IOMMU_WRITE) == 0x6008_D442
+    # no valid bit: prot 0 still writes NONSECURE, so the PTE is a mapping without access
+    none = f.encode_leaf(0x8D44_2000, 4 * K, pt, 0)
+    assert none == 0x2008_D442 and f.classify(none, pt) == LEAF and f.leaf_prot(none, pt) == 0
+    assert f.classify(0, pt) == INVALID and f.classify(0, pd) == INVALID
+    assert f.classify(0xE00B_8001, pd) == INVALID  # a PDE without NEXT is never written by the driver
+    # bits between the PFN and the attributes are reserved
+    assert f.reserved_bits(0xE018_D442, pt, LEAF) == 0x0010_0000
+    assert f.reserved_bits(pde | 0x0800_0000, pd, TABLE) == 0x0800_0000
+    # SMMU_PTB_DATA_VALUE(pd_dma, attr) from tegra-smmu-t30-1: 0xe00b8000 -> PD at 0xb8000000
+    assert f.root_from_register(0xE00B_8000) == [0xB800_0000]
+
+
+def test_t124_descriptors_by_hand() -> None:
+    f = tegra(34)
+    pd, pt = f.levels
+    # the README's 34-bit example: PD at 0x3c0000000 -> PFN 0x3c0000 -> ptb_data 0xe03c0000
+    assert f.root_from_register(0xE03C_0000) == [0x3_C000_0000]
+    pde = f.encode_table(0x3_C000_1000, pd)
+    assert pde == 0xF03C_0001 and f.next_table(pde, pd) == 0x3_C000_1000
+    pte = f.encode_leaf(0x3_FFFF_F000, 4 * K, pt, IOMMU_READ)
+    assert pte == 0xA03F_FFFF  # PFN 0x3fffff | READABLE | NONSECURE
+    assert f.leaf_phys(pte, pt) == 0x3_FFFF_F000 and f.leaf_prot(pte, pt) == IOMMU_READ
+    assert f.fields(pte, pt, LEAF)["pfn"] == 0x3FFFFF
+    assert f.reserved_bits(pte, pt, LEAF) == 0
+    # the same PTE read with a 20-bit pfn_mask: PFN bits 21:20 are reserved and dropped
+    assert tegra(32).leaf_phys(pte, pt) == 0xFFFF_F000
+    assert tegra(32).reserved_bits(pte, pt, LEAF) == 0x30_0000
+
+
+def test_t124_hand_made_image() -> None:
+    """PD at 0x2_0000_0000 (above 4 GiB, allowed by 34 address bits): iova 0x8040_0000 -> PT at
+    0x3_0000_2000 -> PTE[5] = page 0x3_ABCD_E000 read-only."""
+    f = tegra(34)
+    pd = np.zeros(1024, dtype="<u4")
+    pd[0x201] = 0xF030_0002  # SMMU_MK_PDE(0x300002000, ...)
+    pt = np.zeros(1024, dtype="<u4")
+    pt[5] = 0xA03A_BCDE  # SMMU_PHYS_PFN(0x3abcde000) | READABLE | NONSECURE
+    mem = PhysMem()
+    mem.add_bytes(0x2_0000_0000, pd.tobytes())
+    mem.add_bytes(0x3_0000_2000, pt.tobytes())
+    w = Walker(f, mem, f.root_from_register(0xE020_0000))
+    steps: list[Step] = []
+    t = w.translate(0x8040_5123, steps)
+    assert (t.phys, t.size, t.prot) == (0x3_ABCD_E123, 4 * K, IOMMU_READ)
+    assert [(s.level, s.index, s.kind) for s in steps] == [(1, 0x201, "table"), (2, 5, "page")]
+    assert f.legacy_iova_to_phys(0x8040_5123, t) == 0x3_ABCD_E123
+    assert not w.translate(0x8040_6000).mapped
+    assert [(i, p) for i, p, *_ in w.iter_leaves(0, 1 << 32)] == [(0x8040_5000, 0x3_ABCD_E000)]
+    # with 32 address bits the same register points elsewhere: PFN masked to 20 bits
+    assert tegra(32).root_from_register(0xE020_0000) == [0]
+
+
+def test_t124_builder() -> None:
+    f = tegra(34)
+    b = Builder(f, Arena(PhysMem(), 0x3_0000_0000))
+    b.map(0xFFC0_0000, 0x3_FF00_0000, 4 * M, RW)
+    with pytest.raises(ValueError):
+        b.map(0x1000_0000, 0x3_FFFF_F000, 8 * K, RW)  # beyond 34 address bits
+    w = Walker(f, b.mem, b.roots)
+    t = w.translate(0xFFFF_FFFF)
+    assert (t.phys, t.raw) == (0x3_FF3F_FFFF, 0xE03F_F3FF)
+    pde = b.mem.read_uint(b.roots[0] + 1023 * 4, 4)
+    assert pde >> 28 == 0xF and f.next_table(pde, f.levels[0]) >= 0x3_0000_0000
+
+
+def load_case(name: str) -> tuple[dict, TegraSmmu, Walker]:
+    case = json.loads((CONF / name / "case.json").read_text())
+    fmt = TegraSmmu(dict(case["config"]["user"]))
+    mem = PhysMem()
+    mem.add_file(CONF / name / "image.bin", case["image_base"])
+    return case, fmt, Walker(fmt, mem, fmt.root_from_register(case["roots"]["ptb_data"]))
+
+
+@pytest.mark.parametrize("name", ["tegra-smmu-t30-1", "tegra-smmu-t30-3"])
+def test_kernel_image(name: str) -> None:
+    case, fmt, w = load_case(name)
+    assert w.roots == [case["roots"]["root_table_phys"]]
+    for p in case["probes"]:
+        t = w.translate(p["iova"])
+        want = (p["expected_phys"], p["expected_pgsize"]) if p["expected_phys"] is not None else (PHYS_ADDR_MAX, 0)
+        assert (t.phys, t.size) == want
+        assert fmt.legacy_iova_to_phys(p["iova"], t) == p["kernel_iova_to_phys"]
+    want_leaves = {(c["iova"] + i * c["pgsize"], c["phys"] + i * c["pgsize"], c["pgsize"])
+                   for m in case["mappings"] if not m["unmapped"] for c in m["chunks"] for i in range(c["count"])}
+    assert {(i, p, s) for i, p, s, *_ in w.iter_leaves(0, 1 << 32)} == want_leaves
+
+
+def test_kernel_image_by_hand() -> None:
+    """tegra-smmu-t30-1 mapping 0: iova 0xccabb000 -> 0x8d43c000, prot R|W|NOEXEC."""
+    _, _, w = load_case("tegra-smmu-t30-1")
+    t = w.translate(0xCCAB_B0FF)
+    assert (t.phys, t.size, t.prot, t.raw) == (0x8D43_C0FF, 4 * K, RW, 0xE008_D43C)
+
+
+@pytest.mark.parametrize("name", ["tegra-smmu-t30-1", "tegra-smmu-t30-3"])
+def test_builder_writes_what_the_kernel_wrote(name: str) -> None:
+    case, _, w = load_case(name)
+    fmt = TegraSmmu(dict(case["config"]["user"]))
+    b = Builder(fmt, Arena(PhysMem(), 0x4000_0000))
+    for m in case["mappings"]:
+        if not m["unmapped"]:
+            b.map(m["iova"], m["phys"], m["size"], m["prot"])
+    assert list(Walker(fmt, b.mem, b.roots).iter_leaves(0, 1 << 32)) == list(w.iter_leaves(0, 1 << 32))
+
+
+def test_junk_entries_never_crash() -> None:
+    rng = np.random.default_rng(5)
+    for bits in (32, 34):
+        f = tegra(bits)
+        mem = PhysMem()
+        mem.add_bytes(0x1000_0000, rng.integers(0, 1 << 32, 1024, dtype=np.uint64).astype("<u4").tobytes())
+        w = Walker(f, mem, [0x1000_0000])
+        for iova in rng.integers(0, 1 << 32, 100).tolist():
+            try:
+                w.translate(int(iova))
+            except WalkError:
+                pass
+        with pytest.raises(WalkError):
+            list(w.leaves(0, 1 << 32))
+
+
+@st.composite
+def mappings(draw: st.DrawFn, bits: int) -> list[tuple[int, int, int, int]]:
+    out = []
+    slots = draw(st.lists(st.integers(0, 1023), min_size=1, max_size=4, unique=True))
+    for slot in slots:
+        off = draw(st.integers(0, 511)) * 4 * K
+        size = draw(st.integers(1, 300)) * 4 * K
+        phys = draw(st.integers(0, ((1 << bits) - 4 * M) >> 12)) << 12
+        out.append((slot * 4 * M + off, phys, size, draw(st.sampled_from([0, IOMMU_READ, IOMMU_WRITE, RW]))))
+    return out
+
+
+@pytest.mark.parametrize("bits", [32, 34])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_round_trip(bits: int, data: st.DataObject) -> None:
+    f = tegra(bits)
+    maps = data.draw(mappings(bits))
+    b = Builder(f, Arena(PhysMem(), 0x4000_0000 if bits == 32 else 0x3_0000_0000))
+    want = []
+    for iova, phys, size, prot in maps:
+        b.map(iova, phys, size, prot)
+        want += [(iova + k, phys + k, 4 * K, prot) for k in range(0, size, 4 * K)]
+    w = Walker(f, b.mem, b.roots)
+    assert [(i, p, s, pr) for i, p, s, _, pr, _ in w.iter_leaves(0, 1 << 32)] == sorted(want)
+    for iova, phys, size, _ in maps:
+        assert w.translate(iova + size - 1).phys == phys + size - 1
