@@ -304,6 +304,12 @@ class PageTable:
         """The value an unmapped leaf entry is left with (0 for most; rockchip keeps the address)."""
         return 0
 
+    def table_fill(self, lvl: Level) -> int:
+        """The value every entry of a table at `lvl` holds when the kernel allocates it (0 for
+        most; s390 fills region/segment tables with ZPCI_TABLE_INVALID and page tables with
+        ZPCI_PTE_INVALID, since 0 is a valid entry there). The builder writes it."""
+        return 0
+
     def encode_leaves(self, phys: int, pgsize: int, lvl: Level, prot: int, n: int) -> list[int]:
         """The `n` descriptors one page of `pgsize` is written as (see leaf_placement). Default:
         `n` identical copies; a format whose map steps the address per entry (rockchip writes

@@ -161,6 +161,9 @@ class Builder:
                 raise ValueError(f"iova {iova:#x} is already mapped by a larger page (-EEXIST)")
             size, align = fmt.table_alloc(fmt.levels[li + 1])
             new = self.arena.alloc(size, align)
+            fill = fmt.table_fill(fmt.levels[li + 1])
+            if fill:
+                self.mem.array(new, size // fmt.entry_size, fmt.dtype)[:] = fill
             self.mem.write_uint(entry, fmt.entry_size, fmt.encode_table(new, lvl), fmt.byteorder)
             table = new
         return table
