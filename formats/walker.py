@@ -4,12 +4,17 @@ kernel-like unmap used by the caller simulations.
 
 Walks are bounded by construction: a translation reads at most one entry per level, and a range
 walk visits each table at most once (a table reached twice is a WalkError, which also stops
-cycles), so no table content can make a walk loop or grow without bound.
+cycles), so no table content can make a walk loop or grow without bound. A leaf size the format
+decodes must be a power of two within its table, so a hostile descriptor cannot inflate a walk.
+
+`walk_tables` is the one range traversal: `leaves()` takes its leaf batches, `visit_tables()`
+(iommuctl check) its TableVisit / TableFault events, with faults reported instead of raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from formats.lazy import np
 from iommuctl.memory import MemoryFault, PhysMem
@@ -27,6 +32,65 @@ from .base import (
     Translation,
     WalkError,
 )
+
+
+def leaf_size_ok(size: int, lvl: Level) -> bool:
+    """A leaf is a power of two no larger than the table holding it (a replicated or contiguous
+    leaf spans several entries of one table): what a hostile descriptor cannot talk us out of."""
+    try:
+        n = int(size)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return 0 < n <= lvl.span and n & (n - 1) == 0
+
+
+def bad_leaf_sizes(size: np.ndarray, lvl: Level) -> np.ndarray | None:
+    """leaf_size_ok over a uint64 array: None when every size is fine (the usual case, two
+    reductions), else True where the size is absurd."""
+    if not len(size):
+        return None
+    lo, hi = int(size.min()), int(size.max())
+    if lo == hi and leaf_size_ok(lo, lvl):
+        return None
+    bad = (size == 0) | ((size & (size - np.uint64(1))) != 0) | (size > np.uint64(min(lvl.span, U64)))
+    return bad if bad.any() else None
+
+
+@dataclass
+class TableVisit:
+    """A table a range walk entered: `entries` is the whole table (a view over the image),
+    entries [i0, i1) are the ones inside the range; `parent` is (entry address, level index,
+    index, raw) of the descriptor that points here, None for a root."""
+
+    table: int
+    level_index: int
+    level: Level
+    base: int
+    i0: int
+    i1: int
+    entries: np.ndarray
+    parent: tuple[int, int, int, int] | None
+
+
+@dataclass
+class TableFault:
+    """A table the walk could not enter: "outside-memory", "cycle" (it is the table holding the
+    pointer or one of its ancestors) or "shared" (already reached from another parent)."""
+
+    table: int
+    level_index: int
+    base: int
+    parent: tuple[int, int, int, int] | None
+    reason: str
+
+
+@dataclass
+class _WalkState:
+    leaves: bool
+    tables: bool
+    strict: bool
+    seen: set[int]
+    path: list[int] = field(default_factory=list)
 
 
 class Walker:
@@ -74,6 +138,9 @@ class Walker:
                                   fmt.fields(raw, lvl, kind), fmt.note(raw, lvl, kind)))
             if kind == LEAF:
                 size = fmt.leaf_size(raw, lvl)
+                if not leaf_size_ok(size, lvl):
+                    raise WalkError(entry, f"level {lvl.num} entry at {entry:#x} ({raw:#x}) decodes to a leaf "
+                                           f"of {size:#x} bytes, not a power of two within its table")
                 phys = fmt.leaf_phys(raw, lvl) + (iova & (size - 1))
                 self.entries_read += read
                 return Translation(iova, phys, size, lvl.num, fmt.leaf_prot(raw, lvl), raw, entry, read)
@@ -87,25 +154,51 @@ class Walker:
     def leaves(self, start: int, end: int) -> Iterator[LeafBatch]:
         """Leaf batches overlapping [start, end) in IOVA order. A leaf that straddles `start`
         is yielded whole (its iova may be below start)."""
-        seen: set[int] = set()
+        return self.walk_tables(start, end)  # type: ignore[return-value]
+
+    def visit_tables(self, start: int, end: int, leaves: bool = False
+                     ) -> Iterator[TableVisit | TableFault | LeafBatch]:
+        """The same range walk, for analyses (check): a TableVisit as each table is entered
+        (pre-order, before its leaves and children), and a TableFault instead of a WalkError
+        for a table outside memory or reached twice (that table is skipped, the walk goes on).
+        LeafBatches are included only with `leaves`."""
+        return self.walk_tables(start, end, leaves=leaves, tables=True, strict=False)
+
+    def walk_tables(self, start: int, end: int, leaves: bool = True, tables: bool = False,
+                    strict: bool = True) -> Iterator[TableVisit | TableFault | LeafBatch]:
+        """The one range traversal behind leaves() and visit_tables(). Bounded: every table is
+        entered at most once (root tables are known up front, so a pointer back at a root is
+        caught too) and the depth is the number of levels."""
+        st = _WalkState(leaves, tables, strict, {t.table for t in self.tops})
         for top in self.tops:
             lo, hi = max(start, top.start), min(end, top.end)
             if lo < hi:
-                yield from self._table(top.table, top.level_index, top.base, lo, hi, seen)
+                yield from self._table(top.table, top.level_index, top.base, lo, hi, st, None)
 
-    def _table(self, table: int, li: int, base: int, lo: int, hi: int, seen: set[int]) -> Iterator[LeafBatch]:
+    def _table(self, table: int, li: int, base: int, lo: int, hi: int, st: _WalkState,
+               parent: tuple[int, int, int, int] | None) -> Iterator[TableVisit | TableFault | LeafBatch]:
         fmt = self.fmt
         lvl = fmt.levels[li]
-        if table in seen:
-            raise WalkError(table, f"table at {table:#x} is reached twice (a cycle or a shared table)")
-        seen.add(table)
+        if parent is not None:  # roots may serve several windows (sign-extended halves)
+            if table in st.seen:
+                cycle = table in st.path
+                if st.strict:
+                    raise WalkError(table, f"table at {table:#x} is reached twice (a cycle or a shared table)")
+                yield TableFault(table, li, base, parent, "cycle" if cycle else "shared")
+                return
+            st.seen.add(table)
         i0 = (lo - base) >> lvl.shift
         i1 = min(((hi - 1 - base) >> lvl.shift) + 1, lvl.entries)
         try:
-            ents = self.mem.array(table, lvl.entries, fmt.dtype)
+            full = self.mem.array(table, lvl.entries, fmt.dtype)
         except MemoryFault as e:
-            raise WalkError(table, f"level {lvl.num} table at {table:#x} is outside memory") from e
-        ents = ents[i0:i1]
+            if st.strict:
+                raise WalkError(table, f"level {lvl.num} table at {table:#x} is outside memory") from e
+            yield TableFault(table, li, base, parent, "outside-memory")
+            return
+        if st.tables:
+            yield TableVisit(table, li, lvl, base, i0, i1, full, parent)
+        ents = full[i0:i1]
         nz = np.flatnonzero(ents) if fmt.classify(0, lvl) == INVALID else np.arange(len(ents))
         if len(nz) == 0:
             return
@@ -122,26 +215,37 @@ class Walker:
             keep = ~is_table
             nz, raw, kinds, is_table = nz[keep], raw[keep], kinds[keep], is_table[keep]
         if not is_table.any():
-            yield from self._leaf_batch(raw, nz + i0, lvl, base, i0)
+            if st.leaves:
+                yield from self._leaf_batch(raw, nz + i0, lvl, base, i0, table)
             return
         # interleave: runs of leaves between tables, in index order
         tpos = np.flatnonzero(is_table)
         prev = 0
-        for p in tpos:
-            p = int(p)
-            if p > prev:
-                yield from self._leaf_batch(raw[prev:p], nz[prev:p] + i0, lvl, base, i0)
+        st.path.append(table)
+        for p in tpos.tolist():
+            if p > prev and st.leaves:
+                yield from self._leaf_batch(raw[prev:p], nz[prev:p] + i0, lvl, base, i0, table)
             idx = int(nz[p]) + i0
             cbase = (base + (idx << lvl.shift)) & U64
             child_lo, child_hi = max(lo, cbase), min(hi, cbase + lvl.block)
-            yield from self._table(fmt.next_table(int(raw[p]), lvl), li + 1, cbase, child_lo, child_hi, seen)
+            praw = int(raw[p])
+            yield from self._table(fmt.next_table(praw, lvl), li + 1, cbase, child_lo, child_hi, st,
+                                   (table + idx * fmt.entry_size, li, idx, praw))
             prev = p + 1
-        if prev < len(nz):
-            yield from self._leaf_batch(raw[prev:], nz[prev:] + i0, lvl, base, i0)
+        st.path.pop()
+        if prev < len(nz) and st.leaves:
+            yield from self._leaf_batch(raw[prev:], nz[prev:] + i0, lvl, base, i0, table)
 
-    def _leaf_batch(self, raw: np.ndarray, idx: np.ndarray, lvl: Level, base: int, i0: int) -> Iterator[LeafBatch]:
+    def _leaf_batch(self, raw: np.ndarray, idx: np.ndarray, lvl: Level, base: int, i0: int,
+                    table: int) -> Iterator[LeafBatch]:
         fmt = self.fmt
         size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64)
+        bad = bad_leaf_sizes(size, lvl)
+        if bad is not None:
+            k = int(np.flatnonzero(bad)[0])
+            addr = table + int(idx[k]) * fmt.entry_size
+            raise WalkError(addr, f"level {lvl.num} entry at {addr:#x} ({int(raw[k]):#x}) decodes to a leaf of "
+                                  f"{int(size[k]):#x} bytes, not a power of two within its table")
         phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64)
         span = (size >> np.uint64(lvl.shift)).astype(np.int64)
         idx = idx.astype(np.int64)
