@@ -286,9 +286,27 @@ class PageTable:
         raise NotImplementedError
 
     def encode_leaf_vec(self, phys: np.ndarray, pgsize: int, lvl: Level, prot: int) -> np.ndarray:
-        """encode_leaf over an array of addresses (the builder's bulk path for scattered pages)."""
-        return np.fromiter((self.encode_leaf(int(p), pgsize, lvl, prot) for p in phys), dtype=np.uint64,
-                           count=len(phys))
+        """encode_leaf over an array of addresses (the builder's bulk path for scattered pages).
+
+        Every kernel format packs the output address bit by bit (in place, shifted, or moved like
+        MTK's PA[34:32]), so encode_leaf(p) = encode_leaf(base) | OR of one pattern per set bit.
+        The patterns are learnt from encode_leaf itself and checked on a sample of the real
+        addresses; a format where that does not hold gets the plain per-page loop."""
+        n = len(phys)
+        if n < 256:
+            return np.fromiter((self.encode_leaf(int(p), pgsize, lvl, prot) for p in phys), dtype=np.uint64,
+                               count=n)
+        template = self.encode_leaf(0, pgsize, lvl, prot)
+        out = np.full(n, template, dtype=np.uint64)
+        for k in range(pgsize.bit_length() - 1, int(phys.max()).bit_length()):
+            pattern = self.encode_leaf(1 << k, pgsize, lvl, prot) & ~template
+            if pattern:
+                out |= np.where(phys & np.uint64(1 << k), np.uint64(pattern), np.uint64(0))
+        sample = np.random.default_rng(0).integers(0, n, 32)
+        if any(int(out[i]) != self.encode_leaf(int(phys[i]), pgsize, lvl, prot) for i in sample.tolist()):
+            return np.fromiter((self.encode_leaf(int(p), pgsize, lvl, prot) for p in phys), dtype=np.uint64,
+                               count=n)
+        return out
 
     def leaf_placement(self, pgsize: int) -> tuple[int, int]:
         """(level index, number of identical entries) the kernel writes for one page of pgsize."""

@@ -67,7 +67,15 @@ class Arena:
 
     def image(self) -> bytes:
         """The arena's used bytes, from `base` on."""
-        return self.mem.read(self.base, self.next - self.base) if self.next > self.base else b""
+        out = bytearray()
+        pos = self.base
+        while pos < self.next:  # chunk by chunk: each chunk is its own segment
+            n = min(self.next, (pos - self.base) // ARENA_CHUNK * ARENA_CHUNK + self.base + ARENA_CHUNK) - pos
+            seg_end = next(s.end for s in self.mem.segments if s.base <= pos < s.end)
+            n = min(self.next, seg_end) - pos
+            out += self.mem.read(pos, n)
+            pos += n
+        return bytes(out)
 
 
 class Builder:
@@ -130,6 +138,7 @@ class Builder:
         if (iova | page) & (min(fmt.page_sizes) - 1) or int((pages & np.uint64(page - 1)).any()):
             raise ValueError(f"scattered pages must be aligned to {page:#x}")
         fmt.check_map(iova, int(pages.max()), page, prot)
+        raws = fmt.encode_leaf_vec(pages, page, lvl, prot)
         done = 0
         while done < len(pages):
             va = iova + done * page
@@ -139,7 +148,7 @@ class Builder:
             view = self.mem.array(table + idx * fmt.entry_size, count, fmt.dtype)
             if (fmt.classify_vec(view, lvl) != INVALID).any():  # not view.any(): exynos ZERO_LV2LINK
                 raise ValueError(f"iova {va:#x}+{count * page:#x} is already mapped (-EEXIST)")
-            view[:] = fmt.encode_leaf_vec(pages[done:done + count], page, lvl, prot)
+            view[:] = raws[done:done + count]
             done += count
 
     def _table_for(self, iova: int, target: int) -> int:

@@ -11,17 +11,14 @@ if TYPE_CHECKING:
 else:
 
     class _Lazy:
-        __slots__ = ("_name", "_mod")
-
         def __init__(self, name: str) -> None:
             self._name = name
-            self._mod = None
 
         def __getattr__(self, attr: str) -> Any:
-            mod = self._mod
-            if mod is None:
-                mod = self._mod = importlib.import_module(self._name)
-            return getattr(mod, attr)
+            # Only misses come here: each attribute is cached on the instance after first use.
+            value = getattr(importlib.import_module(self._name), attr)
+            self.__dict__[attr] = value
+            return value
 
     np = _Lazy("numpy")
 
