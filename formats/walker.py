@@ -220,11 +220,27 @@ class Walker:
             return
         # interleave: runs of leaves between tables, in index order
         tpos = np.flatnonzero(is_table)
+        fuse = self._fusable(li, st, tpos)
         prev = 0
         st.path.append(table)
         for p in tpos.tolist():
+            if p < prev:  # already walked by a fused run
+                continue
             if p > prev and st.leaves:
                 yield from self._leaf_batch(raw[prev:p], nz[prev:p] + i0, lvl, base, i0, table)
+            if fuse:
+                # consecutive table entries whose leaf tables lie wholly in range: one batch
+                q = p
+                while q + 1 < len(nz) and is_table[q + 1] and nz[q + 1] == nz[q] + 1:
+                    q += 1
+                first, last = int(nz[p]) + i0, int(nz[q]) + i0
+                if q > p and base + (first << lvl.shift) >= lo and base + ((last + 1) << lvl.shift) <= hi:
+                    batch = self._fused_leaves(raw[p:q + 1], base + (first << lvl.shift), lvl, li + 1, st)
+                    if batch is not None:
+                        if len(batch):
+                            yield batch
+                        prev = q + 1
+                        continue
             idx = int(nz[p]) + i0
             cbase = (base + (idx << lvl.shift)) & U64
             child_lo, child_hi = max(lo, cbase), min(hi, cbase + lvl.block)
@@ -235,6 +251,48 @@ class Walker:
         st.path.pop()
         if prev < len(nz) and st.leaves:
             yield from self._leaf_batch(raw[prev:], nz[prev:] + i0, lvl, base, i0, table)
+
+    def _fusable(self, li: int, st: _WalkState, tpos: np.ndarray) -> bool:
+        """Children are leaf tables and nobody wants per-table visits: fuse runs of them."""
+        return (st.leaves and not st.tables and st.strict and len(tpos) > 1
+                and li + 2 == len(self.fmt.levels))
+
+    def _fused_leaves(self, praw: np.ndarray, cbase: int, plvl: Level, li: int, st: _WalkState) -> LeafBatch | None:
+        """The leaves of len(praw) consecutive last-level tables, read as one 2-D gather.
+        None when the tables cannot be read that way (the caller walks them one by one, which
+        also reports what is wrong with them)."""
+        fmt = self.fmt
+        lvl = fmt.levels[li]
+        children = fmt.next_table_vec(praw, plvl).astype(np.uint64) if hasattr(fmt, "next_table_vec") else \
+            np.fromiter((fmt.next_table(int(r), plvl) for r in praw), dtype=np.uint64, count=len(praw))
+        kids = children.tolist()
+        if len(set(kids)) != len(kids) or not st.seen.isdisjoint(kids):
+            return None
+        rows = self.mem.table_rows(children, lvl.entries, fmt.dtype)
+        if rows is None:
+            return None
+        st.seen.update(kids)
+        flat = rows.reshape(-1)
+        nz = np.flatnonzero(flat) if fmt.classify(0, lvl) == INVALID else np.arange(len(flat))
+        raw = flat[nz]
+        kinds = fmt.classify_vec(raw, lvl)
+        leaf = kinds == LEAF
+        if not leaf.all():
+            nz, raw = nz[leaf], raw[leaf]
+        size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64)
+        bad = bad_leaf_sizes(size, lvl)
+        if bad is not None:
+            return None
+        phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64)
+        span = (size >> np.uint64(lvl.shift)).astype(np.int64)
+        if len(span) and int(span.max()) > 1:
+            first = nz - nz % np.maximum(span, 1)
+            keep = np.concatenate(([True], first[1:] != first[:-1]))
+            raw, phys, size, nz = raw[keep], phys[keep], size[keep], first[keep]
+        # every table covers plvl.block, so flat index k is IOVA cbase + k * lvl.block
+        iova = np.uint64(cbase) + (nz.astype(np.uint64) << np.uint64(lvl.shift))
+        return LeafBatch(iova, phys, size, fmt.leaf_prot_vec(raw, lvl).astype(np.int64), raw.astype(np.uint64),
+                         lvl.num)
 
     def _leaf_batch(self, raw: np.ndarray, idx: np.ndarray, lvl: Level, base: int, i0: int,
                     table: int) -> Iterator[LeafBatch]:
@@ -276,6 +334,7 @@ class Walker:
         if top is None:
             return 0
         table = top.table
+        parent: int | None = None  # the entry that points at `table`
         for li in range(top.level_index, len(fmt.levels)):
             lvl = fmt.levels[li]
             idx = fmt.index(iova, lvl)
@@ -291,8 +350,12 @@ class Walker:
                     addr = table + k * fmt.entry_size
                     self.mem.write_uint(addr, fmt.entry_size, fmt.invalidate(self.read_entry(addr), lvl),
                                         fmt.byteorder)
+                if parent is not None and fmt.frees_empty_tables:
+                    if not self.mem.array(table, lvl.entries, fmt.dtype).any():
+                        self.mem.write_uint(parent, fmt.entry_size, 0, fmt.byteorder)
                 return size
             if kind != TABLE:
                 return 0
+            parent = table + idx * fmt.entry_size
             table = fmt.next_table(raw, lvl)
         return 0

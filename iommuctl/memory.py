@@ -148,6 +148,24 @@ class PhysMem:
         off = addr - seg.base
         return np.frombuffer(seg.buf, dtype=dtype, count=count, offset=off)
 
+    def table_rows(self, addrs: np.ndarray, count: int, dtype: np.dtype) -> np.ndarray | None:
+        """`count` entries at each address of `addrs` as a 2-D array (one row per table), when
+        every table lies whole in one segment at an entry-aligned offset; else None."""
+        dtype = np.dtype(dtype)
+        size = dtype.itemsize
+        lo, hi = int(addrs.min()), int(addrs.max())
+        try:
+            seg = self._find(lo, count * size)
+        except MemoryFault:
+            return None
+        if hi + count * size > seg.end or seg.buf is None or (lo - seg.base) % size or seg.length % size:
+            return None
+        offs = (addrs - np.uint64(seg.base)).astype(np.int64)
+        if (offs % size).any():
+            return None
+        whole = np.frombuffer(seg.buf, dtype=dtype)
+        return whole[(offs // size)[:, None] + np.arange(count)]  # type: ignore[no-any-return]
+
     def gather(self, addrs: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int | None]:
         """The `dtype` value at each address of `addrs` (uint64 array), read with numpy per segment.
         Returns (values, first faulting address or None); faulting lanes read as 0."""

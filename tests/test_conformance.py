@@ -122,7 +122,8 @@ def test_translate_matches_kernel(case_dir: Path) -> None:
                 assert (t.mapped, t.phys, t.size) == (False, PHYS_ADDR_MAX, 0), (style, p)
             else:
                 assert (t.mapped, t.phys, t.size) == (True, want, p["expected_pgsize"]), (style, p)
-            assert dom.fmt.legacy_iova_to_phys(iova, t) == p["kernel_iova_to_phys"], (style, p)
+            if p["kernel_iova_to_phys"] is not None:  # None: the kernel's own walk faulted (s390 5-level)
+                assert dom.fmt.legacy_iova_to_phys(iova, t) == p["kernel_iova_to_phys"], (style, p)
 
 
 def test_walk_gives_exactly_the_kernel_leaves(case_dir: Path) -> None:
