@@ -21,8 +21,11 @@ def emit_json(obj: dict[str, Any]) -> None:
 def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, soft_wrap=False,
-                   highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output keeps whole rows: rich would otherwise squeeze tables into 80 columns.
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 250
+    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ, soft_wrap=True, highlight=False,
+                   width=width)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
@@ -30,8 +33,10 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     from rich.table import Table
 
     t = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(c, justify="right" if c in justify_right else "left", no_wrap=True)
+    for i, c in enumerate(columns):
+        last = i == len(columns) - 1  # only the last (free text) column may wrap
+        t.add_column(c, justify="right" if c in justify_right else "left", no_wrap=not last,
+                     overflow="fold" if last else "ellipsis", min_width=None if last else len(c))
     for r in rows:
         t.add_row(*[str(x) for x in r])
     console().print(t)

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Walk and translate speed, each figure beside its baseline and the ratio.
+
+Baselines on the same image:
+  - the floor: a small C walker (ARM LPAE 4K), compiled here with cc -O2 (skipped without cc);
+  - a plain per-entry Python walker (struct reads, one Python step per entry).
+
+Figures (issue 7 targets in brackets):
+  1. walk --summary over 64 GiB of scattered 4K pages, 16.7 M leaves   [<= 10x C, >= 10x per-entry Python]
+  2. walk of 1 TiB of 1G blocks against 1,024 leaves                     [work grows with tables, not range]
+  3. translate of 1 M random IOVAs from stdin                            [>= 2 M IOVAs/s in the walk]
+  4. cold `iommuctl translate example:smmuv3-4k 0x1000`                  [<= 2x python -c "import click, yaml"]
+  5. peak RSS walking a 128 MiB image                                    [< image + 100 MiB]
+  6. leaves/s for one format of each family
+
+Images are built once into bench/out/ (not committed). Run: python bench/walk.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+IOMMUCTL = [sys.executable, "-m", "iommuctl"]
+
+C_WALKER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <time.h>
+/* ARM LPAE 4K granule, 4 levels from level 0: count leaves and mapped bytes. */
+static const uint8_t *img; static uint64_t base, size;
+static uint64_t leaves, mapped;
+static const uint64_t *tbl(uint64_t pa) {
+    if (pa < base || pa + 4096 > base + size) { fprintf(stderr, "bad table %llx\n", (unsigned long long)pa); exit(2); }
+    return (const uint64_t *)(img + (pa - base));
+}
+static void walk(uint64_t pa, int lvl) {
+    const uint64_t *t = tbl(pa);
+    for (int i = 0; i < 512; i++) {
+        uint64_t e = t[i];
+        if (!e) continue;
+        unsigned type = e & 3;
+        if (lvl < 3 && type == 3) { walk(e & 0x0000fffffffff000ull, lvl + 1); continue; }
+        if ((lvl < 3 && type == 1) || (lvl == 3 && type == 3)) {
+            leaves++; mapped += 1ull << (12 + 9 * (3 - lvl));
+        }
+    }
+}
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDONLY); struct stat st; fstat(fd, &st);
+    size = st.st_size; base = strtoull(argv[2], 0, 0); uint64_t root = strtoull(argv[3], 0, 0);
+    img = mmap(0, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    struct timespec a, b; clock_gettime(CLOCK_MONOTONIC, &a);
+    walk(root, 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%llu %llu %.6f\n", (unsigned long long)leaves, (unsigned long long)mapped,
+           (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+    return 0;
+}
+"""
+
+
+def python_per_entry(image: Path, base: int, root: int, limit_leaves: int) -> tuple[int, float]:
+    """The simple baseline: one Python step per table entry, stop after limit_leaves."""
+    data = image.read_bytes()
+    leaves = 0
+    t0 = time.perf_counter()
+
+    def walk(pa: int, lvl: int) -> bool:
+        nonlocal leaves
+        off = pa - base
+        for i in range(512):
+            (e,) = struct.unpack_from("<Q", data, off + 8 * i)
+            if not e:
+                continue
+            typ = e & 3
+            if lvl < 3 and typ == 3:
+                if walk(e & 0x0000FFFFFFFFF000, lvl + 1):
+                    return True
+            elif (lvl < 3 and typ == 1) or (lvl == 3 and typ == 3):
+                leaves += 1
+                if leaves >= limit_leaves:
+                    return True
+        return False
+
+    walk(root, 0)
+    return leaves, time.perf_counter() - t0
+
+
+def build(name: str, yaml_text: str) -> Path:
+    """Build a mappings: domain once into bench/out/NAME.{bin,yaml}; return the table domain."""
+    OUT.mkdir(exist_ok=True)
+    src, dom = OUT / f"{name}-src.yaml", OUT / f"{name}.yaml"
+    stale = not (src.exists() and dom.exists() and src.read_text() == yaml_text)
+    if stale:
+        src.write_text(yaml_text)
+        t0 = time.perf_counter()
+        subprocess.run(IOMMUCTL + ["build", str(src), "-o", str(OUT / f"{name}.bin"), "--yaml", str(dom)],
+                       check=True)
+        print(f"  (built {name} in {time.perf_counter() - t0:.1f} s)")
+    return dom
+
+
+def timed(args: list[str], stdin: bytes | None = None, repeat: int = 1) -> tuple[float, bytes]:
+    best = float("inf")
+    out = b""
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        p = subprocess.run(args, input=stdin, capture_output=True)
+        best = min(best, time.perf_counter() - t0)
+        if p.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(args[:4])}... failed: {p.stderr.decode()[-400:]}")
+        out = p.stdout
+    return best, out
+
+
+def in_process(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def row(label: str, value: str, baseline: str = "", ratio: str = "", target: str = "") -> None:
+    print(f"  {label:<46} {value:>16} {baseline:>22} {ratio:>10}  {target}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="8 GiB instead of 64 GiB, fewer repeats")
+    args = ap.parse_args()
+    from iommuctl.domain import load_domain
+    from iommuctl.walk import summarise
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.platform()}")
+    gib = 8 if args.quick else 64
+    print(f"\n1. walk --summary, {gib} GiB of scattered 4K pages (arm-lpae-s1 4K)")
+    dom_path = build(f"scatter{gib}g", f"""format: arm-lpae-s1
+config: {{granule: 4K, ias: 48, oas: 48}}
+mappings:
+  - {{iova: 0x100000000, size: {gib}G, phys: {{scatter: 4K, seed: 7, base: 0x1000000000}}, prot: rw}}
+""")
+    dom = load_domain(dom_path)
+    image, base, root = OUT / f"scatter{gib}g.bin", dom.mem.segments[0].base, dom.roots[0]
+    ours = in_process(lambda: summarise(dom, 0, 1 << 48))
+    s = summarise(dom, 0, 1 << 48)
+    leaves = sum(s.leaves.values())
+    cli, _ = timed(IOMMUCTL + ["walk", "--summary", str(dom_path)], repeat=2)
+    c_time = None
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, exe = Path(tmp) / "w.c", Path(tmp) / "w"
+            src.write_text(C_WALKER)
+            subprocess.run([cc, "-O2", "-o", str(exe), str(src)], check=True)
+            runs = [subprocess.run([str(exe), str(image), hex(base), hex(root)], capture_output=True, text=True,
+                                   check=True).stdout.split() for _ in range(3)]
+            assert int(runs[0][0]) == leaves, (runs[0], leaves)
+            c_time = min(float(r[2]) for r in runs)
+    limit = 1 << 19
+    py_leaves, py_time = python_per_entry(image, base, root, limit)
+    py_rate = py_leaves / py_time
+    rate = leaves / ours
+    row("", "iommuctl", "baseline", "ratio", "target")
+    if c_time:
+        row(f"vs C walker ({leaves:,} leaves)", f"{ours:.2f} s", f"C {c_time:.3f} s", f"{ours / c_time:.1f}x",
+            "<= 10x")
+    else:
+        row("vs C walker", f"{ours:.2f} s", "no C compiler", "-", "<= 10x")
+    row("vs per-entry Python (leaves/s)", f"{rate / 1e6:.1f} M/s", f"{py_rate / 1e6:.2f} M/s",
+        f"{rate / py_rate:.0f}x", ">= 10x")
+    row("whole command, cold process", f"{cli:.2f} s")
+
+    print("\n2. 1 TiB of 1G blocks against 1,024 leaves")
+    tib = build("blocks1t", """format: arm-lpae-s1
+config: {granule: 4K, ias: 48, oas: 48}
+mappings:
+  - {iova: 0x10000000000, size: 1T, phys: 0x20000000000, prot: rw}
+""")
+    few = build("leaves1024", """format: arm-lpae-s1
+config: {granule: 4K, ias: 48, oas: 48}
+mappings:
+  - {iova: 0x10000000000, size: 4M, phys: 0x20000001000, prot: rw}
+""")
+    d1, d2 = load_domain(tib), load_domain(few)
+    t1 = in_process(lambda: summarise(d1, 0, 1 << 48), 5)
+    t2 = in_process(lambda: summarise(d2, 0, 1 << 48), 5)
+    row("1 TiB of 1G blocks (1,024 leaves)", f"{t1 * 1e3:.2f} ms", f"1,024 4K: {t2 * 1e3:.2f} ms",
+        f"{t1 / t2:.2f}x", "~1x")
+
+    print("\n3. translate 1 M random IOVAs from stdin")
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n = 200_000 if args.quick else 1_000_000
+    iovas = (np.uint64(0x100000000) + rng.integers(0, gib << 30, n, dtype=np.uint64)).tolist()
+    text = "".join(f"{v:#x}\n" for v in iovas).encode()
+    from formats.batch import translate_many
+
+    arr = np.array(iovas, dtype=np.uint64)
+    tw = in_process(lambda: translate_many(dom.walker, arr))
+    sample = iovas[:2000]
+    t_one = in_process(lambda: [dom.walker.translate(v) for v in sample], 1) / len(sample)
+    tcli, out = timed(IOMMUCTL + ["translate", "--json", str(dom_path), "-"], stdin=text)
+    assert out.count(b"\n") == n
+    row("batch walk (translate_many)", f"{n / tw / 1e6:.2f} M/s", f"1 by 1: {1 / t_one / 1e6:.3f} M/s",
+        f"{t_one * n / tw:.0f}x", ">= 2 M/s")
+    row("whole command (parse, walk, JSON out)", f"{n / tcli / 1e6:.2f} M/s", f"{tcli:.2f} s")
+
+    print("\n4. cold start")
+    base_t, _ = timed([sys.executable, "-c", "import click, yaml"], repeat=5)
+    cold, _ = timed(IOMMUCTL + ["translate", "example:smmuv3-4k", "0x1000"], repeat=5)
+    row("translate example:smmuv3-4k 0x1000", f"{cold * 1e3:.0f} ms", f"import click,yaml {base_t * 1e3:.0f} ms",
+        f"{cold / base_t:.2f}x", "<= 2x")
+
+    print("\n5. peak RSS walking a 128 MiB image")
+    big = image if image.stat().st_size >= 100 << 20 else None
+    if big is not None:
+        p = subprocess.run(["/usr/bin/time", "-f", "%M"] + IOMMUCTL + ["walk", "--summary", str(dom_path)],
+                           capture_output=True, text=True)
+        rss = int(p.stderr.strip().splitlines()[-1]) * 1024
+        size = big.stat().st_size
+        row(f"walk --summary ({size >> 20} MiB image)", f"{rss >> 20} MiB", f"image {size >> 20} MiB",
+            f"+{(rss - size) >> 20} MiB", "< image + 100 MiB")
+    else:
+        row("(needs the 64 GiB image: run without --quick)", "-")
+
+    print("\n6. one format of each family: leaves/s of walk --summary over 1 GiB of scattered pages")
+    families = {
+        "arm-v7s": "format: arm-v7s\nconfig: {ias: 32, oas: 32}\n",
+        "apple-dart2 (16K)": "driver: apple-dart-t6000\n",
+        "amdv1": "format: amdv1\nconfig: {levels: 4, vasz: 48, oasz: 52}\n",
+        "rockchip": "format: rockchip\nconfig: {version: 2}\n",
+    }
+    for label, head in families.items():
+        page = "16K" if "16K" in label else "4K"
+        name = "fam-" + label.split()[0]
+        try:
+            path = build(name, head + f"mappings:\n  - {{iova: 0x40000000, size: 1G, phys: {{scatter: {page}, "
+                                      f"seed: 1, base: 0x100000000}}, prot: rw}}\n")
+        except subprocess.CalledProcessError:
+            row(label, "not built (format or config not available)")
+            continue
+        d = load_domain(path)
+        lo, hi = min(s for s, _ in d.windows), max(e for _, e in d.windows)
+        t = in_process(lambda d=d, lo=lo, hi=hi: summarise(d, lo, hi))
+        n_leaves = sum(summarise(d, lo, hi).leaves.values())
+        row(label, f"{n_leaves / t / 1e6:.1f} M leaves/s", f"{n_leaves:,} leaves")
+
+
+if __name__ == "__main__":
+    main()
