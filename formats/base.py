@@ -173,6 +173,12 @@ class PageTable:
     max_roots: ClassVar[int] = 1
     #: formats with no page table (virtio, fsl-pamu) set this False
     has_tables: ClassVar[bool] = True
+    #: descriptor bits that decide leaf_prot (all but the address bits); lets the walker compute
+    #: prot once for a batch of leaves whose attribute bits are all the same (the usual case)
+    prot_key_mask: ClassVar[int | None] = None
+    #: unmap frees a lower-level table left all zero and zeroes its parent entry (omap
+    #: iopgtable_clear_entry_core, tegra-smmu tegra_smmu_pte_put_use)
+    frees_empty_tables: ClassVar[bool] = False
 
     # -- instance geometry, set by __init__ ---------------------------------------------------
     levels: list[Level]  # top first

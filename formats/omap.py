@@ -65,6 +65,7 @@ class Omap(PageTable):
     description = "TI OMAP IOMMU: iopgd 16M (x16) supersections / 1M sections, iopte 64K (x16) / 4K pages"
     kernel_source = "drivers/iommu/omap-iommu.c, drivers/iommu/omap-iopgtable.h"
     entry_size = 4
+    frees_empty_tables = True  # iopgtable_clear_entry_core: an all-zero iopte table is freed, its iopgd zeroed
     config_defaults = {"pa_bits": 32}
     root_register = "mmu_ttb"
 

@@ -47,6 +47,7 @@ class TegraSmmu(PageTable):
     description = "NVIDIA Tegra30..210 SMMU: PD/PT of 1024 PFN entries, 4K pages, no valid bit"
     kernel_source = "drivers/iommu/tegra-smmu.c"
     entry_size = 4
+    frees_empty_tables = True  # tegra_smmu_pte_put_use: a PT whose use count drops to 0 is freed, its PDE zeroed
     config_defaults = {"address_bits": 32}
     root_register = "ptb_data"
 

@@ -279,11 +279,11 @@ class Walker:
         leaf = kinds == LEAF
         if not leaf.all():
             nz, raw = nz[leaf], raw[leaf]
-        size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64)
+        size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64, copy=False)
         bad = bad_leaf_sizes(size, lvl)
         if bad is not None:
             return None
-        phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64)
+        phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64, copy=False)
         span = (size >> np.uint64(lvl.shift)).astype(np.int64)
         if len(span) and int(span.max()) > 1:
             first = nz - nz % np.maximum(span, 1)
@@ -291,8 +291,17 @@ class Walker:
             raw, phys, size, nz = raw[keep], phys[keep], size[keep], first[keep]
         # every table covers plvl.block, so flat index k is IOVA cbase + k * lvl.block
         iova = np.uint64(cbase) + (nz.astype(np.uint64) << np.uint64(lvl.shift))
-        return LeafBatch(iova, phys, size, fmt.leaf_prot_vec(raw, lvl).astype(np.int64), raw.astype(np.uint64),
-                         lvl.num)
+        return LeafBatch(iova, phys, size, self._prot(raw, lvl), raw.astype(np.uint64, copy=False), lvl.num)
+
+    def _prot(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        """leaf_prot over a batch: computed once when every leaf has the same attribute bits."""
+        fmt = self.fmt
+        mask = fmt.prot_key_mask
+        if mask is not None and len(raw):
+            key = raw & np.uint64(mask)
+            if int(key.min()) == int(key.max()):
+                return np.full(len(raw), fmt.leaf_prot(int(raw[0]), lvl), dtype=np.int64)
+        return fmt.leaf_prot_vec(raw, lvl).astype(np.int64, copy=False)
 
     def _leaf_batch(self, raw: np.ndarray, idx: np.ndarray, lvl: Level, base: int, i0: int,
                     table: int) -> Iterator[LeafBatch]:
@@ -316,8 +325,8 @@ class Walker:
                 keep &= ~np.concatenate(([False], first[1:] == first[:-1]))
             raw, phys, size, idx = raw[keep], phys[keep], size[keep], first[keep]
         iova = np.uint64(base) + (idx.astype(np.uint64) << np.uint64(lvl.shift))
-        yield LeafBatch(iova.astype(np.uint64), phys, size, fmt.leaf_prot_vec(raw, lvl).astype(np.int64),
-                        raw.astype(np.uint64), lvl.num)
+        yield LeafBatch(iova.astype(np.uint64, copy=False), phys, size, self._prot(raw, lvl),
+                        raw.astype(np.uint64, copy=False), lvl.num)
 
     def iter_leaves(self, start: int, end: int) -> Iterator[tuple[int, int, int, int, int, int]]:
         """Plain tuples (iova, phys, size, level, prot, raw): for small ranges and tests."""

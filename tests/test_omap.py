@@ -131,8 +131,12 @@ def test_unmap_clears_all_replicas() -> None:
     w = Walker(f, b.mem, b.roots)
     assert w.translate(0x10F0_0000).size == 16 * M
     assert w.unmap_leaf(0x10F0_0000, 16 * M) == 16 * M
+    l1 = b.mem.array(b.roots[0], 4096, f.dtype)
+    assert f.classify(int(l1[0x200]), f.levels[0]) == TABLE
     assert w.unmap_leaf(0x2000_F000, 64 * K) == 64 * K
+    assert l1[0x200] == 0  # the iopte table became all zero: freed, its iopgd entry cleared
     assert list(w.iter_leaves(0, 1 << 32)) == []
+    assert w.translate(0x2000_0000).entries_read == 1
 
 
 def test_junk_entries_never_crash() -> None:

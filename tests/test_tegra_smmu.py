@@ -119,6 +119,20 @@ def test_t124_builder() -> None:
     assert pde >> 28 == 0xF and f.next_table(pde, f.levels[0]) >= 0x3_0000_0000
 
 
+def test_unmap_frees_an_empty_page_table() -> None:
+    """tegra_smmu_pte_put_use: the PDE is zeroed when its PT's last PTE is unmapped."""
+    f = tegra(32)
+    b = Builder(f, Arena(PhysMem(), 0x4000_0000))
+    b.map(0x0040_0000, 0x8000_0000, 8 * K, RW)
+    w = Walker(f, b.mem, b.roots)
+    pd = b.mem.array(b.roots[0], 1024, f.dtype)
+    assert w.unmap_leaf(0x0040_0000, 4 * K) == 4 * K
+    assert f.classify(int(pd[1]), f.levels[0]) == TABLE  # one PTE still in use
+    assert w.unmap_leaf(0x0040_1000, 4 * K) == 4 * K
+    assert pd[1] == 0
+    assert not w.translate(0x0040_1000).mapped
+
+
 def load_case(name: str) -> tuple[dict, TegraSmmu, Walker]:
     case = json.loads((CONF / name / "case.json").read_text())
     fmt = TegraSmmu(dict(case["config"]["user"]))
