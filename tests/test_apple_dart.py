@@ -14,8 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from formats.apple_dart import AppleDart, AppleDart2, _Dart
-from formats.base import IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, \
-    ConfigError, Step
+from formats.base import (
+    IOMMU_CACHE,
+    IOMMU_MMIO,
+    IOMMU_NOEXEC,
+    IOMMU_PRIV,
+    IOMMU_READ,
+    IOMMU_WRITE,
+    LEAF,
+    TABLE,
+    ConfigError,
+    Step,
+)
 from formats.builder import Arena, Builder
 from formats.walker import Walker
 from iommuctl.memory import PhysMem
