@@ -234,6 +234,12 @@ class _Dart(PageTable):
             return 0
         return raw & ~(self._ok_leaf if kind == LEAF else self._ok_table)
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        """reserved_bits over a table's entries (check's hot path)."""
+        r = raw.astype(np.uint64)
+        ok = np.uint64(self._ok_leaf if lvl.num == 1 else self._ok_table)
+        return np.where(kinds == INVALID, np.uint64(0), r & ~ok).astype(np.uint64)
+
     def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
         """dart_iova_to_phys: iopte_to_paddr(pte) | (iova & (pgsize - 1)), 0 on a miss."""
         if not t.mapped or t.raw is None:

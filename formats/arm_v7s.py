@@ -299,6 +299,17 @@ class ArmV7s(PageTable):
             ok = self._ok_large if raw & 3 == TYPE_CONT_PAGE else self._ok_small
         return raw & ~ok & U32
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        """reserved_bits over a table's entries (check's hot path)."""
+        r = raw.astype(np.uint64)
+        if lvl.num == 1:
+            ok = np.where(kinds == TABLE, self._ok_table,
+                          np.where((r & np.uint64(CONT_SECTION)) != 0, self._ok_supersection, self._ok_section))
+        else:
+            ok = np.where((r & np.uint64(3)) == TYPE_CONT_PAGE, self._ok_large, self._ok_small)
+        bits = r & ~ok.astype(np.uint64) & np.uint64(U32)
+        return np.where(kinds == INVALID, np.uint64(0), bits).astype(np.uint64)
+
     def replicas_disagree(self, ents: Any, lvl: Level) -> list[tuple[int, list[int]]]:
         """Groups of 16 slots (aligned, as arm_v7s_init_pte writes them) holding a contiguous leaf
         (large page / supersection) whose copies are not all identical: (first index, the

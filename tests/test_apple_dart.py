@@ -351,3 +351,17 @@ def test_round_trip(name: str, data: Any) -> None:
         assert b.walker.unmap_leaf(va, g) == g
     assert list(b.walker.iter_leaves(0, 1 << f.ias)) == []
     assert all(f.classify(b.mem.read_uint(r, 8), f.levels[0]) in (0, TABLE) for r in b.roots)
+
+
+def test_reserved_bits_vec_matches_scalar() -> None:
+    import numpy as np
+
+    raws = np.random.default_rng(4).integers(0, 1 << 63, 1500, dtype=np.uint64)
+    raws[::5] = 0
+    for cls in (AppleDart, AppleDart2):
+        for granule in (4 * K, 16 * K):
+            f = dart(cls, granule=granule)
+            for lvl in f.levels:
+                k = f.classify_vec(raws, lvl)
+                assert f.reserved_bits_vec(raws, lvl, k).tolist() == \
+                    [f.reserved_bits(int(r), lvl, int(x)) for r, x in zip(raws, k)]

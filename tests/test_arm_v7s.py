@@ -408,3 +408,29 @@ def test_round_trip(name: str, data: Any) -> None:
     for va, _, pg, _ in want:
         assert b.walker.unmap_leaf(va, pg) == pg
     assert list(b.walker.iter_leaves(0, 1 << f.ias)) == []
+
+
+def test_reserved_bits_vec_matches_scalar() -> None:
+    import numpy as np
+
+    for quirks in ([], ["arm-ns"], MTK, MTK + ["arm-mtk-ttbr-ext"]):
+        f = v7s(quirks=quirks, oas=35 if "arm-mtk-ext" in quirks else 32)
+        raws = np.random.default_rng(5).integers(0, 1 << 32, 3000, dtype=np.uint64).astype(np.uint32)
+        for lvl in f.levels:
+            k = f.classify_vec(raws, lvl)
+            assert f.reserved_bits_vec(raws, lvl, k).tolist() == \
+                [f.reserved_bits(int(r), lvl, int(x)) for r, x in zip(raws, k)]
+
+
+def test_check_reports_a_large_page_copy_that_disagrees() -> None:
+    from iommuctl.check import check_domain
+    from iommuctl.domain import load_domain_text
+
+    dom = load_domain_text("format: arm-v7s\nmappings:\n  - {iova: 0x100000, phys: 0x23450000, size: 64K}\n",
+                           Path("."), "t").copy()
+    assert check_domain(dom)[0] == []
+    t = dom.translate(0x105000)
+    assert t.entry is not None and t.raw is not None
+    dom.mem.write_uint(t.entry, 4, t.raw ^ 1 << 20)  # copy 6 names another PA
+    rules = {f.rule for f in check_domain(dom)[0]}
+    assert "replica-mismatch" in rules
