@@ -330,3 +330,29 @@ def test_example_domain_unmaps_to_empty() -> None:
         assert work.walker.unmap_leaf(iova, size) == size
     assert list(work.walker.iter_leaves(0, 1 << 32)) == []
     assert sum(int(b.size.sum()) for b in dom.leaves(0, 1 << 32)) == sum(s for _, s in leaves)
+
+
+def test_v3_domain_file_with_pt_base(tmp_path: Path) -> None:
+    """What the hidden exynos-v3 cases look like to the loader: config {version: "3.3", pa_bits:
+    32} and ttbr: the raw pt_base (v1-v3: the lv1 PA itself), over an image the builder made."""
+    from iommuctl.domain import load_domain_text
+
+    f = v3()
+    arena = Arena(PhysMem(), 0x6000_0000)
+    b = Builder(f, arena)
+    b.map(0x1230_0000, 0x8760_0000, 2 * M, IOMMU_READ)  # 2 sections, read-only (bits 15|10)
+    b.map(0x2000_0000, 0x9000_0000, 68 * K, IOMMU_WRITE)  # 64K large + 4K small, stored as RW
+    (tmp_path / "img.bin").write_bytes(arena.image())
+    text = (f'format: exynos\nconfig:\n  version: "3.3"\n  pa_bits: 32\nttbr: {b.roots[0]:#x}\n'
+            f"memory:\n  - file: img.bin\n    base: 0x6000_0000\n")
+    dom = load_domain_text(text, tmp_path)
+    assert dom.roots == b.roots
+    assert dom.fmt.zero_link == f.zero_link  # learnt from the image alone
+    t = dom.translate(0x1241_2345)
+    assert (t.phys, t.size, t.prot, t.raw) == (0x8771_2345, M, IOMMU_READ, 0x8770_8402)
+    t = dom.translate(0x2000_FFFF)
+    assert (t.phys, t.size, t.prot, t.raw) == (0x9000_FFFF, 64 * K, RW, 0x9000_0011)
+    t = dom.translate(0x2001_0FFF)
+    assert (t.phys, t.size, t.raw) == (0x9001_0FFF, 4 * K, 0x9001_0012)
+    assert dom.iova_to_phys_length(0x2001_1000) == (PHYS_ADDR_MAX, 0)
+    assert dom.iova_to_phys(0x2001_1000) == 0 and dom.iova_to_phys(0x2001_0FFF) == 0x9001_0FFF

@@ -236,3 +236,27 @@ def test_example_domain_unmaps_to_empty() -> None:
         assert work.walker.unmap_leaf(iova, size) == size
     assert list(work.walker.iter_leaves(0, 1 << 32)) == []
     assert sum(int(b.size.sum()) for b in dom.leaves(0, 1 << 32)) == sum(s for _, s in leaves)
+
+
+def test_t124_domain_file_with_ptb_data(tmp_path: Path) -> None:
+    """What the hidden tegra-smmu-t124 cases look like to the loader: config {address_bits: 34}
+    and ttbr: SMMU_PTB_DATA = (PD PA >> 12) | READABLE | WRITABLE | NONSECURE."""
+    from iommuctl.domain import load_domain_text
+
+    f = tegra(34)
+    arena = Arena(PhysMem(), 0x3_C000_0000)
+    b = Builder(f, arena)
+    b.map(0xC000_0000, 0x2_8000_0000, 12 * K, RW)
+    b.map(0xC03F_F000, 0x1_0000_0000, 8 * K, IOMMU_READ)  # crosses a PDE
+    (tmp_path / "img.bin").write_bytes(arena.image())
+    ptb_data = (b.roots[0] >> 12) | 0xE000_0000
+    assert ptb_data == 0xE03C_0000
+    text = (f"format: tegra-smmu\nconfig:\n  address_bits: 34\nttbr: {ptb_data:#x}\n"
+            f"memory:\n  - file: img.bin\n    base: 0x3_c000_0000\n")
+    dom = load_domain_text(text, tmp_path)
+    assert dom.roots == [0x3_C000_0000]
+    t = dom.translate(0xC000_2ABC)
+    assert (t.phys, t.size, t.prot, t.raw) == (0x2_8000_2ABC, 4 * K, RW, 0xE028_0002)
+    t = dom.translate(0xC040_0001)
+    assert (t.phys, t.prot, t.raw) == (0x1_0000_1001, IOMMU_READ, 0xA010_0001)
+    assert dom.iova_to_phys_length(0xC040_1000) == (PHYS_ADDR_MAX, 0) and dom.iova_to_phys(0xC040_1000) == 0
