@@ -240,12 +240,12 @@ class S390(PageTable):
         return SEGMENT_ENTRY if lvl.num == ST else REGION_ENTRY
 
     def note(self, raw: int, lvl: Level, kind: int) -> str:
-        where = f"{TABLE_NAMES[lvl.num]}-table entry"
+        where = f"{TABLE_NAMES.get(lvl.num, lvl.num)}-table entry"
         if kind == LEAF:
             ro = "read-only (protected)" if raw & ZPCI_TABLE_PROTECTED else "read/write"
             return f"{where}: 4 KiB frame at {raw & PTE_ADDR_MASK:#x}, {ro}"
         if kind == TABLE:
-            nxt = TABLE_NAMES[lvl.num - 1]
+            nxt = TABLE_NAMES.get(lvl.num - 1, "next-level")
             extra = ""
             if lvl.num != ST:
                 tl, tf = raw & 0x3, (raw & ZPCI_TABLE_OFFSET_MASK) >> 6
