@@ -142,6 +142,7 @@ class ArmLpae(PageTable):
     accepted_quirks: ClassVar[tuple[str, ...]] = ()
     root_register: ClassVar[str | None] = "ttbr"
     register_name: ClassVar[str] = "TTBR"
+    prot_key_mask: ClassVar[int | None] = ~PTE_ADDR_MASK & U64  # prot is in the attribute bits only
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -358,8 +359,7 @@ class ArmLpae(PageTable):
         return root
 
     # -- per-entry hooks -------------------------------------------------------------------------
-    def index(self, iova: int, lvl: Level) -> int:
-        return (iova >> lvl.shift) & (lvl.entries - 1)  # ARM_LPAE_LVL_IDX: upper bits masked off
+    # index(): the base formula is ARM_LPAE_LVL_IDX, upper IOVA bits masked off.
 
     def classify(self, raw: int, lvl: Level) -> int:
         t = raw & PTE_TYPE_MASK
@@ -518,6 +518,12 @@ class ArmLpae(PageTable):
         out[t == PTE_TYPE_BLOCK] = LEAF
         out[t == PTE_TYPE_TABLE] = TABLE
         return out
+
+    def next_table_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        pa = raw & np.uint64(PTE_ADDR_MASK)
+        if self.granule == SZ_64K:
+            pa = (pa | (pa << np.uint64(36))) & np.uint64(PTE_ADDR_MASK_52)
+        return pa  # type: ignore[no-any-return]
 
     def leaf_phys_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         pa = raw & np.uint64(PTE_ADDR_MASK)

@@ -268,6 +268,15 @@ class PageTable:
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.fromiter((self.classify(int(r), lvl) for r in raw), dtype=np.int8, count=len(raw))
 
+    def index_vec(self, iova: np.ndarray, lvl: Level) -> np.ndarray:
+        """index() over a uint64 array (batch translation)."""
+        if type(self).index is PageTable.index:
+            return (iova >> np.uint64(lvl.shift)) & np.uint64(lvl.entries - 1)  # type: ignore[no-any-return]
+        return np.fromiter((self.index(int(v), lvl) for v in iova), dtype=np.uint64, count=len(iova))
+
+    def next_table_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
+        return np.fromiter((self.next_table(int(r), lvl) for r in raw), dtype=np.uint64, count=len(raw))
+
     def leaf_phys_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.fromiter((self.leaf_phys(int(r), lvl) for r in raw), dtype=np.uint64, count=len(raw))
 

@@ -9,8 +9,9 @@ same as Walker.translate's, which the tests check on random domains.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from .base import LEAF, PHYS_ADDR_MAX, TABLE, Level, PageTable, WalkError
+from .base import LEAF, PHYS_ADDR_MAX, TABLE, WalkError
 from .lazy import np
 from .walker import Walker
 
@@ -27,19 +28,6 @@ class BatchResult:
     entries_read: np.ndarray
 
 
-def index_vec(fmt: PageTable, iovas: np.ndarray, lvl: Level) -> np.ndarray:
-    if type(fmt).index is PageTable.index:
-        return (iovas >> np.uint64(lvl.shift)) & np.uint64(lvl.entries - 1)
-    return np.fromiter((fmt.index(int(v), lvl) for v in iovas), dtype=np.uint64, count=len(iovas))
-
-
-def next_table_vec(fmt: PageTable, raw: np.ndarray, lvl: Level) -> np.ndarray:
-    hook = getattr(fmt, "next_table_vec", None)
-    if hook is not None:
-        return hook(raw, lvl).astype(np.uint64)  # type: ignore[no-any-return]
-    return np.fromiter((fmt.next_table(int(r), lvl) for r in raw), dtype=np.uint64, count=len(raw))
-
-
 def translate_many(walker: Walker, iovas: np.ndarray) -> BatchResult:
     fmt = walker.fmt
     n = len(iovas)
@@ -54,33 +42,47 @@ def translate_many(walker: Walker, iovas: np.ndarray) -> BatchResult:
                 res.phys[i], res.size[i], res.level[i], res.prot[i] = t.phys, t.size, t.level or 0, t.prot
         return res
     for top in walker.tops:
-        lanes = np.flatnonzero((iovas >= np.uint64(top.start)) & (iovas <= np.uint64(top.end - 1)))
-        tables = np.full(len(lanes), top.table, dtype=np.uint64)
+        inside = (iovas >= np.uint64(top.start)) & (iovas <= np.uint64(top.end - 1))
+        lanes = None if inside.all() else np.flatnonzero(inside)  # None: every IOVA, no index arrays
+        va = iovas if lanes is None else iovas[lanes]
+        tables = np.full(len(va), top.table, dtype=np.uint64)
         for li in range(top.level_index, len(fmt.levels)):
-            if len(lanes) == 0:
+            if len(va) == 0:
                 break
             lvl = fmt.levels[li]
-            va = iovas[lanes]
-            entry = tables + index_vec(fmt, va, lvl) * np.uint64(fmt.entry_size)
+            depth = li - top.level_index + 1
+            entry = tables + fmt.index_vec(va, lvl).astype(np.uint64, copy=False) * np.uint64(fmt.entry_size)
             raw, fault = walker.mem.gather(entry, fmt.dtype)
             if fault is not None:
                 raise WalkError(fault, f"table entry at {fault:#x} is outside memory")
-            res.entries_read[lanes] += 1
             kinds = fmt.classify_vec(raw, lvl)
+            last = li == len(fmt.levels) - 1
+            go = kinds == TABLE
+            if not last and go.all():
+                tables = fmt.next_table_vec(raw, lvl).astype(np.uint64, copy=False)
+                continue
+            done = ~go if not last else np.ones(len(va), dtype=bool)
+            ll = np.flatnonzero(done) if lanes is None else lanes[done]
+            res.entries_read[ll] = depth
             leaf = kinds == LEAF
             if leaf.any():
-                lr = raw[leaf]
-                size = fmt.leaf_size_vec(lr, lvl).astype(np.uint64)
-                ll = lanes[leaf]
-                res.phys[ll] = fmt.leaf_phys_vec(lr, lvl).astype(np.uint64) + (va[leaf] & (size - np.uint64(1)))
-                res.size[ll] = size
-                res.level[ll] = lvl.num
-                res.prot[ll] = fmt.leaf_prot_vec(lr, lvl)
-                res.raw[ll] = lr
-                res.entry[ll] = entry[leaf]
-            go = kinds == TABLE
-            if li == len(fmt.levels) - 1:
+                if leaf.all():
+                    lr, lva, lentry = raw, va, entry
+                    lanes_leaf: Any = slice(None) if lanes is None else lanes
+                else:
+                    lr, lva, lentry = raw[leaf], va[leaf], entry[leaf]
+                    lanes_leaf = np.flatnonzero(leaf) if lanes is None else lanes[leaf]
+                size = fmt.leaf_size_vec(lr, lvl).astype(np.uint64, copy=False)
+                res.phys[lanes_leaf] = (fmt.leaf_phys_vec(lr, lvl).astype(np.uint64, copy=False)
+                                        + (lva & (size - np.uint64(1))))
+                res.size[lanes_leaf] = size
+                res.level[lanes_leaf] = lvl.num
+                res.prot[lanes_leaf] = walker._prot(lr, lvl)
+                res.raw[lanes_leaf] = lr
+                res.entry[lanes_leaf] = lentry
+            if last:
                 break
-            lanes, tables = lanes[go], next_table_vec(fmt, raw[go], lvl)
+            lanes = np.flatnonzero(go) if lanes is None else lanes[go]
+            va, tables = va[go], fmt.next_table_vec(raw[go], lvl).astype(np.uint64, copy=False)
     walker.entries_read += int(res.entries_read.sum())
     return res

@@ -263,8 +263,7 @@ class Walker:
         also reports what is wrong with them)."""
         fmt = self.fmt
         lvl = fmt.levels[li]
-        children = fmt.next_table_vec(praw, plvl).astype(np.uint64) if hasattr(fmt, "next_table_vec") else \
-            np.fromiter((fmt.next_table(int(r), plvl) for r in praw), dtype=np.uint64, count=len(praw))
+        children = fmt.next_table_vec(praw, plvl).astype(np.uint64, copy=False)
         kids = children.tolist()
         if len(set(kids)) != len(kids) or not st.seen.isdisjoint(kids):
             return None

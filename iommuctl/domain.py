@@ -27,7 +27,7 @@ TOP_KEYS = {"format", "driver", "config", "root", "roots", "ttbr", "memory", "ma
             "tables_at"}
 DEFAULT_TABLES_AT = 0x4000_0000
 MAX_YAML_BYTES = 16 << 20
-MAX_MAPPED_PAGES = 1 << 25  # bounds the work a mappings: list can ask for (128 GiB of 4K pages)
+MAX_LEAVES = 1 << 25  # bounds the work a mappings: list can ask for (32 M leaves, 256 MiB of tables)
 
 
 @dataclass
@@ -49,6 +49,23 @@ class Mapping:
             return
         for i, p in enumerate(self.pages.tolist()):
             yield (self.iova + i * self.page, p, self.page, self.prot)
+
+
+def leaf_count(fmt: PageTable, m: Mapping) -> int:
+    """Leaves the kernel's split gives a mapping (scattered: one per page at least)."""
+    from formats.builder import iommu_pgsize
+
+    if m.pages is not None or not fmt.has_tables or not fmt.page_sizes:
+        return m.size // max(m.page, 1) if m.pages is not None else 1
+    iova, phys, size, n = m.iova, m.phys, m.size, 0
+    while size:
+        try:
+            pgsize, count = iommu_pgsize(fmt.pgsize_bitmap, iova, phys, size)
+        except ValueError:
+            return n + 1  # the builder reports the misalignment
+        n += count
+        iova, phys, size = iova + pgsize * count, phys + pgsize * count, size - pgsize * count
+    return n
 
 
 def pieces(mappings: list[Mapping]) -> list[tuple[int, int, int, int]]:
@@ -398,9 +415,9 @@ class Loader:
                 out.append(self.scatter(phys, iova, size, prot, f"{path}.phys"))
             else:
                 out.append(Mapping(iova, self.num(phys, f"{path}.phys"), size, prot))
-            pages += size >> 12
-            if pages > MAX_MAPPED_PAGES:
-                raise self.err(path, f"more than {MAX_MAPPED_PAGES} 4K pages of mappings")
+            pages += leaf_count(fmt, out[-1])
+            if pages > MAX_LEAVES:
+                raise self.err(path, f"the mappings need more than {MAX_LEAVES} leaf entries")
         return out
 
     def scatter(self, spec: dict[str, Any], iova: int, size: int, prot: int, path: str) -> Mapping:

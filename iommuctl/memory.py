@@ -174,27 +174,29 @@ class PhysMem:
         out = np.zeros(len(addrs), dtype=np.uint64)
         if len(addrs) == 0:
             return out, None
-        bases = np.array(self._bases, dtype=np.uint64)
-        ends = np.array([s.end for s in self.segments], dtype=np.uint64)
-        seg = np.searchsorted(bases, addrs, side="right").astype(np.int64) - 1
-        ok = seg >= 0
-        segc = np.where(ok, seg, 0)
-        ok &= addrs + np.uint64(size) <= ends[segc] if len(ends) else np.zeros(len(addrs), bool)
-        fault = None
-        if not ok.all():
-            fault = int(addrs[np.flatnonzero(~ok)[0]])
-        for si in np.unique(segc[ok]).tolist():
-            s = self.segments[si]
-            lanes = np.flatnonzero(ok & (segc == si))
-            if s.buf is None:
+        covered = np.zeros(len(addrs), dtype=bool)
+        # Walks stay within very few segments: test each segment as a range, no per-lane search.
+        for seg in self.segments:
+            off = addrs - np.uint64(seg.base)  # below the base wraps to a huge offset
+            hit = off <= np.uint64(seg.length - size) if seg.length >= size else np.zeros(len(addrs), bool)
+            if not hit.any():
                 continue
-            off = (addrs[lanes] - np.uint64(s.base)).astype(np.int64)
-            raw = np.frombuffer(s.buf, dtype=np.uint8)
-            if (off % size == 0).all() and s.length % size == 0:
-                out[lanes] = np.frombuffer(s.buf, dtype=dtype)[off // size]
+            covered |= hit
+            if seg.buf is None:
+                continue
+            if hit.all():
+                lanes, o = slice(None), off
+            else:
+                lanes = np.flatnonzero(hit)
+                o = off[lanes]
+            if seg.length % size == 0 and not (o % np.uint64(size)).any():
+                out[lanes] = np.frombuffer(seg.buf, dtype=dtype)[(o // np.uint64(size)).astype(np.intp)]
             else:  # unaligned entries: assemble from bytes
-                byts = raw[off[:, None] + np.arange(size)]
+                byts = np.frombuffer(seg.buf, dtype=np.uint8)[o.astype(np.intp)[:, None] + np.arange(size)]
                 out[lanes] = np.frombuffer(np.ascontiguousarray(byts).tobytes(), dtype=dtype)
+        fault = None
+        if not covered.all():
+            fault = int(addrs[int(np.flatnonzero(~covered)[0])])
         return out, fault
 
     def _spanning_array(self, addr: int, count: int, dtype: np.dtype) -> np.ndarray:

@@ -123,9 +123,12 @@ def summarise(domain: Domain, start: int, end: int) -> Summary:
             s.runs += 1
         last_size = int(size[-1])
         prev = (int(b.iova[-1]) + last_size, int(b.phys[-1]) + last_size, last_size, int(b.prot[-1]))
-        sizes, counts = np.unique(size, return_counts=True)
-        for sz, c in zip(sizes.tolist(), counts.tolist()):
-            s.leaves[sz] += c
+        if int(size.min()) == int(size.max()):
+            s.leaves[int(size[0])] += n
+        else:
+            sizes, counts = np.unique(size, return_counts=True)
+            for sz, c in zip(sizes.tolist(), counts.tolist()):
+                s.leaves[sz] += c
         s.mapped += int(size.sum(dtype=np.uint64))
         # only the edge leaves can stick out of the range
         for i in {0, n - 1}:
