@@ -68,6 +68,7 @@ class Omap(PageTable):
     frees_empty_tables = True  # iopgtable_clear_entry_core: an all-zero iopte table is freed, its iopgd zeroed
     config_defaults = {"pa_bits": 32}
     root_register = "mmu_ttb"
+    prot_key_mask = 0  # no permission bits: every leaf is read/write
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

@@ -52,6 +52,7 @@ class Rockchip(PageTable):
     entry_size = 4
     config_defaults = {"version": 1, "pa_bits": None}
     root_register = "dte_addr"
+    prot_key_mask = RK_PTE_PAGE_READABLE | RK_PTE_PAGE_WRITABLE  # leaf_prot reads only these
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

@@ -63,6 +63,7 @@ class Sun50i(PageTable):
     entry_size = 4
     config_defaults = {"pa_bits": 32}
     root_register = "ttb"
+    prot_key_mask = SUN50I_PTE_ACI_MASK  # leaf_prot reads only the ACI
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

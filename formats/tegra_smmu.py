@@ -50,6 +50,7 @@ class TegraSmmu(PageTable):
     frees_empty_tables = True  # tegra_smmu_pte_put_use: a PT whose use count drops to 0 is freed, its PDE zeroed
     config_defaults = {"address_bits": 32}
     root_register = "ptb_data"
+    prot_key_mask = SMMU_PTE_READABLE | SMMU_PTE_WRITABLE  # leaf_prot reads only these
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

@@ -347,7 +347,7 @@ def test_v3_domain_file_with_pt_base(tmp_path: Path) -> None:
             f"memory:\n  - file: img.bin\n    base: 0x6000_0000\n")
     dom = load_domain_text(text, tmp_path)
     assert dom.roots == b.roots
-    assert dom.fmt.zero_link == f.zero_link  # learnt from the image alone
+    assert isinstance(dom.fmt, Exynos) and dom.fmt.zero_link == f.zero_link  # learnt from the image alone
     t = dom.translate(0x1241_2345)
     assert (t.phys, t.size, t.prot, t.raw) == (0x8771_2345, M, IOMMU_READ, 0x8770_8402)
     t = dom.translate(0x2000_FFFF)
