@@ -210,8 +210,15 @@ def _translate_batch(dom: Any, values: list[int], legacy: bool, as_json: bool) -
 @click.option("--leaves", is_flag=True, help="One row per leaf instead of coalesced runs.")
 @click.option("--holes", is_flag=True, help="Also list the unmapped gaps.")
 @click.option("--summary", is_flag=True, help="Only the totals.")
+@click.option("--phys-range", metavar="R",
+              help="Only leaves whose output overlaps the physical range R (START:END or START+LENGTH). A table "
+                   "entry does not bound its subtree's outputs, so every leaf table in --range is still read; "
+                   "each is filtered with one numpy mask.")
+@click.option("--aliases", is_flag=True,
+              help="Physical ranges mapped at more than one IOVA, and page tables the domain itself maps.")
 @json_option
-def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bool, as_json: bool) -> None:
+def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bool, as_json: bool,
+         phys_range: str | None = None, aliases: bool = False) -> None:
     """The leaves in a range, coalesced into runs (IOVA- and PA-contiguous, same size and prot)."""
     from formats.base import prot_str
 
@@ -221,12 +228,26 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
 
     dom = load(domain)
     start, end = parse_range(range_, dom)
+    view: Any = dom  # walk --phys-range: the domain seen through a physical window (iommuctl.analysis)
+    if phys_range is not None or aliases:
+        from .analysis import PhysWindow, parse_phys_range, print_aliases
+
+        window = parse_phys_range(phys_range) if phys_range is not None else None
+        if aliases:
+            if leaves or holes or summary:
+                raise UserError("--aliases does not combine with --leaves, --holes or --summary")
+            print_aliases(dom, start, end, as_json, window)
+            return
+        if holes:
+            raise UserError("--holes does not combine with --phys-range")
+        assert window is not None
+        view = PhysWindow(dom, *window)
     if summary:
-        total = summarise(dom, start, end)
+        total = summarise(view, start, end)
     else:
         total = Summary()
         rows: list[list[Any]] = []
-        items: Any = leaf_runs(dom, start, end, coalesce=not leaves)
+        items: Any = leaf_runs(view, start, end, coalesce=not leaves)
         if holes:
             items = with_holes(items, start, end)
         for item in items:
@@ -249,6 +270,7 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
         if not as_json:
             table(None, ["iova", "end", "phys", "pgsize", "count", "level", "prot"], rows,
                   justify_right=("pgsize", "count"))
+    total.mapped -= getattr(view, "excess", 0)  # --phys-range: bytes of straddling leaves outside the window
     leaves_by_size = {str(k): v for k, v in sorted(total.leaves.items())}
     if as_json:
         emit_json({"summary": {"mapped": total.mapped, "runs": total.runs, "leaves": leaves_by_size,

@@ -1,0 +1,969 @@
+"""Analyses over translations, not bytes: `diff` of two domains, `reverse` (physical -> IOVA),
+`walk --phys-range` (leaves filtered by output address) and `walk --aliases` (physical ranges
+mapped at several IOVAs, and table pages the device can reach through its own mappings).
+
+Everything consumes the shared walker's LeafBatch arrays and works per batch with numpy; only
+results (changed runs, hits, aliases) become Python objects. Addresses stay uint64 and IOVA
+extents are kept as (start, length) pairs, never as an exclusive end, because a leaf can end at
+2^64 (the top of a sign-extended address space) and that end does not fit in a uint64.
+
+Output addresses cannot prune the walk above the leaf tables: a table entry says where the next
+table is, not where that table's leaves point, so a physical query reads every leaf table of the
+IOVA range and filters each one with a numpy mask on the leaves' output addresses.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import numpy as np
+
+from formats.base import LeafBatch, WalkError, prot_str
+
+from .cli import json_option, load
+from .domain import Domain
+from .errors import UserError
+from .numbers import fmt_size, parse_number
+from .walk import Summary, parse_range
+
+U64 = np.uint64
+TOP = 1 << 64
+HALF = 1 << 63
+CHUNK = 1 << 16  # leaves buffered per diff step: bounds memory, amortises numpy call overhead
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments: leaves clipped to a range, as parallel arrays.
+
+
+@dataclass
+class Segs:
+    """Pieces of leaves, in IOVA order: [s, s + ln) maps to p; pg is the backing leaf's page
+    size (the PTE's, not the piece's), pr its IOMMU_* prot, lv its level number."""
+
+    s: np.ndarray
+    ln: np.ndarray
+    p: np.ndarray
+    pg: np.ndarray
+    pr: np.ndarray
+    lv: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.s)
+
+    def __getitem__(self, k: Any) -> Segs:
+        return Segs(self.s[k], self.ln[k], self.p[k], self.pg[k], self.pr[k], self.lv[k])
+
+    @staticmethod
+    def empty() -> Segs:
+        z = np.zeros(0, dtype=np.uint64)
+        return Segs(z, z, z, z, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16))
+
+    @staticmethod
+    def concat(parts: Sequence[Segs]) -> Segs:
+        if not parts:
+            return Segs.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return Segs(*(np.concatenate([getattr(x, f) for x in parts]) for f in ("s", "ln", "p", "pg", "pr", "lv")))
+
+
+def segs_of(b: LeafBatch, start: int, end: int) -> Segs:
+    """A leaf batch clipped to [start, end). The walker yields only leaves overlapping the
+    range, in IOVA order, so only the first can start below `start` and only the last can
+    reach past `end`."""
+    n = len(b)
+    s, size, p = b.iova.astype(np.uint64), b.size.astype(np.uint64), b.phys.astype(np.uint64)
+    ln = size
+    if n:
+        lead = int(s[0]) < start
+        tail = end < TOP and int(s[-1]) + int(size[-1]) > end
+        if lead or tail:
+            s, ln, p = s.copy(), size.copy(), p.copy()
+            if lead:
+                cut = start - int(s[0])
+                s[0], ln[0], p[0] = start, int(ln[0]) - cut, int(p[0]) + cut
+            if tail:
+                ln[-1] = min(int(ln[-1]), end - int(s[-1]))
+            if not (ln > 0).all():  # a straddler that does not reach into the range at all
+                keep = ln > 0
+                s, ln, p, size = s[keep], ln[keep], p[keep], size[keep]
+                return Segs(s, ln, p, size, b.prot[keep].astype(np.int64),
+                            np.full(len(s), b.level, dtype=np.int16))
+    return Segs(s, ln, p, size, b.prot.astype(np.int64), np.full(len(s), b.level, dtype=np.int16))
+
+
+def _leaves(dom: Domain, start: int, end: int) -> Iterator[Segs]:
+    for b in dom.leaves(start, end):
+        if len(b):
+            sg = segs_of(b, start, end)
+            if len(sg):
+                yield sg
+
+
+def _halves(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) split at 2^63, so IOVA offsets from a chunk's first address fit in uint64."""
+    if start < HALF < end:
+        return [(start, HALF), (HALF, end)]
+    return [(start, end)]
+
+
+def _breaks(s: np.ndarray, ln: np.ndarray, p: np.ndarray, pg: np.ndarray, pr: np.ndarray) -> np.ndarray:
+    """Indices i >= 1 where piece i does not continue piece i-1 (IOVA- and PA-contiguous, same
+    page size and prot). i-1 never ends at 2^64 when a piece i follows, so s + ln is exact."""
+    if len(s) < 2:
+        return np.zeros(0, dtype=np.int64)
+    cont = ((s[1:] == s[:-1] + ln[:-1]) & (p[1:] == p[:-1] + ln[:-1]) & (pg[1:] == pg[:-1])
+            & (pr[1:] == pr[:-1]))
+    return np.flatnonzero(~cont) + 1
+
+
+def parse_phys_range(text: str, option: str = "--phys-range") -> tuple[int, int]:
+    """A physical range START:END (END exclusive) or START+LENGTH."""
+    try:
+        if "+" in text:
+            a, b = text.split("+", 1)
+            start = parse_number(a)
+            end = start + parse_number(b)
+        elif ":" in text:
+            a, b = text.split(":", 1)
+            start, end = parse_number(a), parse_number(b)
+        else:
+            raise ValueError("a range is START:END or START+LENGTH")
+    except ValueError as e:
+        raise UserError(f"{option} {text!r}: {e}") from None
+    if start < 0 or end <= start:
+        raise UserError(f"{option} {text!r}: empty range")
+    if end > TOP:
+        raise UserError(f"{option} {text!r}: [{start:#x}, {end:#x}) passes 2^64")
+    return start, end
+
+
+def _phys_overlap(p: np.ndarray, size: np.ndarray, plo: int, phi: int) -> np.ndarray:
+    """Mask of leaves whose output [p, p + size) overlaps [plo, phi). Output addresses are below
+    2^oas, so p + size does not wrap."""
+    m = p + size > U64(plo)
+    if phi < TOP:
+        m &= p < U64(phi)
+    return m  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------
+# walk --phys-range
+
+
+class PhysWindow:
+    """A Domain seen through a physical window: `leaves()` yields only the leaves whose output
+    overlaps [plo, phi), whole (as `walk` shows a leaf straddling the range start whole), so
+    walk's run and summary code works on it unchanged. Every leaf table of the IOVA range is
+    still read (see the module note); each is filtered with one numpy mask.
+
+    `excess` is what walk's byte totals count beyond the window: the parts of straddling leaves
+    whose output lies outside it (subtract it from the IOVA-clipped total)."""
+
+    def __init__(self, dom: Domain, plo: int, phi: int) -> None:
+        self.dom = dom
+        self.plo, self.phi = plo, phi
+        self.name = dom.name
+        self.fmt = dom.fmt
+        self.excess = 0
+
+    @property
+    def windows(self) -> list[tuple[int, int]]:
+        return self.dom.windows
+
+    def leaves(self, start: int, end: int) -> Iterator[LeafBatch]:
+        plo, phi = self.plo, self.phi
+        for b in self.dom.leaves(start, end):
+            if not len(b):
+                continue
+            m = _phys_overlap(b.phys, b.size, plo, phi)
+            if not m.any():
+                continue
+            if not m.all():
+                b = LeafBatch(b.iova[m], b.phys[m], b.size[m], b.prot[m], b.raw[m], b.level)
+            # only leaves reaching outside the window need the byte correction
+            out = (b.phys < U64(plo)) | ((b.phys + b.size > U64(phi)) if phi < TOP else False)
+            if np.any(out):
+                for i in np.flatnonzero(out).tolist():
+                    v, p, sz = int(b.iova[i]), int(b.phys[i]), int(b.size[i])
+                    iova_lo, iova_hi = max(v, start), min(v + sz, end)
+                    counted = max(0, iova_hi - iova_lo)
+                    lo = max(iova_lo, v + plo - p)
+                    hi = min(iova_hi, v + phi - p)
+                    self.excess += counted - max(0, hi - lo)
+            yield b
+
+
+def phys_summary(dom: Domain, start: int, end: int, plo: int, phi: int) -> Summary:
+    """walk --summary restricted to leaves whose output overlaps [plo, phi); `mapped` counts
+    only the bytes of [start, end) whose output lies in the window."""
+    from .walk import summarise
+
+    view = PhysWindow(dom, plo, phi)
+    s = summarise(view, start, end)  # type: ignore[arg-type]
+    s.mapped -= view.excess
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# reverse
+
+
+@dataclass
+class Hit:
+    """An IOVA that maps a physical address: `iova` exactly (pa's offset in the leaf), in the
+    leaf [leaf_iova, leaf_iova + pgsize) whose output starts at `phys`."""
+
+    pa: int
+    iova: int
+    leaf_iova: int
+    phys: int
+    pgsize: int
+    prot: int
+    level: int
+
+    @property
+    def leaf_end(self) -> int:
+        return self.leaf_iova + self.pgsize
+
+
+def reverse_pas(dom: Domain, pas: Iterable[int], start: int | None = None,
+                end: int | None = None) -> dict[int, list[Hit]]:
+    """Every IOVA in [start, end) (default: the whole input space) mapping each PA, found in one
+    range walk whatever the number of PAs (per leaf table: a searchsorted of the sorted PAs)."""
+    lo, hi = _space(dom, start, end)
+    wanted = sorted(set(pas))
+    out: dict[int, list[Hit]] = {pa: [] for pa in wanted}
+    if not wanted:
+        return out
+    sp = np.array(wanted, dtype=np.uint64)
+    single = len(wanted) == 1
+    for b in dom.leaves(lo, hi):
+        if not len(b):
+            continue
+        p, size = b.phys, b.size
+        if single:
+            m = (p <= sp[0]) & (sp[0] - p < size)
+            idx = np.flatnonzero(m)
+            if not len(idx):
+                continue
+            first = np.zeros(len(idx), dtype=np.int64)
+            last = np.ones(len(idx), dtype=np.int64)
+        else:
+            a = np.searchsorted(sp, p, "left")
+            z = np.searchsorted(sp, p + size, "left")
+            idx = np.flatnonzero(z > a)
+            if not len(idx):
+                continue
+            first, last = a[idx], z[idx]
+        for i, k0, k1 in zip(idx.tolist(), first.tolist(), last.tolist()):
+            v, ph, sz, pr = int(b.iova[i]), int(b.phys[i]), int(b.size[i]), int(b.prot[i])
+            for pa in wanted[k0:k1]:
+                iova = v + (pa - ph)
+                if lo <= iova < hi:  # a leaf straddling the range start maps some PAs from outside it
+                    out[pa].append(Hit(pa, iova, v, ph, sz, pr, b.level))
+    return out
+
+
+def _space(dom: Domain, start: int | None, end: int | None) -> tuple[int, int]:
+    lo = min(s for s, _ in dom.windows) if start is None else start
+    hi = max(e for _, e in dom.windows) if end is None else end
+    return lo, hi
+
+
+@dataclass
+class PhysRun:
+    """IOVAs [iova, end) mapping physical [phys, phys + end - iova): IOVA- and PA-contiguous,
+    backed by `count` leaves (or leaf pieces) of one page size and prot."""
+
+    iova: int
+    end: int
+    phys: int
+    pgsize: int
+    count: int
+    prot: int
+    level: int
+
+    @property
+    def phys_end(self) -> int:
+        return self.phys + (self.end - self.iova)
+
+
+@dataclass
+class ReverseRange:
+    """reverse --range: the IOVA runs whose output lies in [plo, phi) (iterate `runs()`), then
+    the coverage of the window: `mapped` bytes reached by at least one IOVA, `holes`, and
+    `aliased` bytes reached by more than one."""
+
+    dom: Domain
+    plo: int
+    phi: int
+    start: int
+    end: int
+    mapped: int = 0
+    aliased: int = 0
+    holes: list[tuple[int, int]] = field(default_factory=list)
+    _cover: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def runs(self) -> Iterator[PhysRun]:
+        plo, phi = self.plo, self.phi
+        cur: PhysRun | None = None
+        for b in self.dom.leaves(self.start, self.end):
+            if not len(b):
+                continue
+            m = _phys_overlap(b.phys, b.size, plo, phi)
+            if not m.any():
+                continue
+            sg = segs_of(b, self.start, self.end)
+            if len(sg) != len(b):  # the clip dropped a straddler: redo the mask on the pieces
+                m = _phys_overlap(sg.p, sg.ln, plo, phi)
+            sg = sg[m]
+            if not len(sg):
+                continue
+            # clip each piece to the window on the physical side
+            cut_lo = np.where(sg.p < U64(plo), U64(plo) - sg.p, U64(0))
+            if phi < TOP:
+                over = sg.p + sg.ln
+                cut_hi = np.where(over > U64(phi), over - U64(phi), U64(0))
+            else:
+                cut_hi = np.zeros(len(sg), dtype=np.uint64)
+            s, p = sg.s + cut_lo, sg.p + cut_lo
+            ln = sg.ln - cut_lo - cut_hi
+            self._cover.append((p, ln))
+            starts = np.concatenate(([0], _breaks(s, ln, p, sg.pg, sg.pr)))
+            ends = np.concatenate((starts[1:], [len(s)]))
+            for a, z in zip(starts.tolist(), ends.tolist()):
+                v, ph, pg, pr = int(s[a]), int(p[a]), int(sg.pg[a]), int(sg.pr[a])
+                e = int(s[z - 1]) + int(ln[z - 1])
+                if (cur is not None and cur.end == v and cur.phys_end == ph and cur.pgsize == pg
+                        and cur.prot == pr):
+                    cur.end, cur.count = e, cur.count + (z - a)
+                    continue
+                if cur is not None:
+                    yield cur
+                cur = PhysRun(v, e, ph, pg, z - a, pr, int(sg.lv[a]))
+        if cur is not None:
+            yield cur
+        self._coverage()
+
+    def _coverage(self) -> None:
+        """Union and double coverage of the pieces' outputs (sorted once, at the end)."""
+        plo, phi = self.plo, self.phi
+        if not self._cover:
+            self.holes = [(plo, phi)]
+            return
+        p = np.concatenate([c[0] for c in self._cover])
+        ln = np.concatenate([c[1] for c in self._cover])
+        self._cover = []
+        order = np.argsort(p, kind="stable")
+        p, e = p[order], p[order] + ln[order]
+        reach = np.maximum.accumulate(e)
+        new = np.ones(len(p), dtype=bool)
+        new[1:] = p[1:] >= reach[:-1]  # starts a new connected cluster
+        firsts = np.flatnonzero(new)
+        lasts = np.concatenate((firsts[1:], [len(p)])) - 1
+        c_lo, c_hi = p[firsts], reach[lasts]
+        self.mapped = int((c_hi - c_lo).sum(dtype=np.uint64))
+        pos = plo
+        holes = []
+        for a, z in zip(c_lo.tolist(), c_hi.tolist()):
+            if a > pos:
+                holes.append((pos, a))
+            pos = max(pos, z)
+        if pos < phi:
+            holes.append((pos, phi))
+        self.holes = holes
+        # bytes reached by two or more IOVAs: none when the pieces add up to their union
+        total = int(ln.sum(dtype=np.uint64))
+        if total != self.mapped:
+            self.aliased = _multi_covered(p, e)
+
+
+def _multi_covered(p: np.ndarray, e: np.ndarray) -> int:
+    """Bytes covered by at least two of the intervals [p, e) (a sweep over sorted events)."""
+    pos = np.concatenate((p, e))
+    delta = np.concatenate((np.ones(len(p), dtype=np.int64), -np.ones(len(e), dtype=np.int64)))
+    order = np.argsort(pos, kind="stable")
+    pos, delta = pos[order], delta[order]
+    upos, inv = np.unique(pos, return_inverse=True)
+    d = np.zeros(len(upos), dtype=np.int64)
+    np.add.at(d, inv, delta)
+    depth = np.cumsum(d)[:-1]
+    widths = (upos[1:] - upos[:-1])
+    return int(widths[depth >= 2].sum(dtype=np.uint64))
+
+
+# ---------------------------------------------------------------------------------------------
+# aliases
+
+
+@dataclass
+class PhysAlias:
+    """Physical [phys, end) is mapped at more than one IOVA: `mappings` are the IOVA ranges
+    (iova, end, pgsize, prot) reaching it, `depth` the most IOVAs reaching one byte of it."""
+
+    phys: int
+    end: int
+    depth: int
+    mappings: list[tuple[int, int, int, int]]
+
+
+@dataclass
+class TableAlias:
+    """A page table the walk used lies (partly) in memory the domain maps: IOVAs [iova, end)
+    reach table bytes [phys, phys + end - iova) of the level `level` table at `table`."""
+
+    table: int
+    level: int
+    nbytes: int
+    iova: int
+    end: int
+    phys: int
+    pgsize: int
+    prot: int
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.prot & 2)  # IOMMU_WRITE: the device can rewrite its own translations
+
+
+def find_aliases(dom: Domain, start: int | None = None, end: int | None = None,
+                 phys_window: tuple[int, int] | None = None) -> tuple[list[PhysAlias], list[TableAlias]]:
+    """Aliases among the leaves of [start, end) (optionally only those whose output overlaps
+    `phys_window`), in one range walk: physical ranges mapped at more than one IOVA, and table
+    pages (every table the walk entered) that some leaf maps."""
+    lo, hi = _space(dom, start, end)
+    parts: list[Segs] = []
+    tables: dict[int, tuple[int, int]] = {}  # address -> (bytes, level number); a root may serve 2 windows
+    for item in _walk_with_tables(dom, lo, hi):
+        if isinstance(item, LeafBatch):
+            if not len(item):
+                continue
+            sg = segs_of(item, lo, hi)
+            if phys_window is not None and len(sg):
+                sg = sg[_phys_overlap(sg.p, sg.ln, *phys_window)]
+            if len(sg):
+                # merge runs first: the usual contiguous buffer costs one interval, not one per page
+                brk = np.concatenate(([0], _breaks(sg.s, sg.ln, sg.p, sg.pg, sg.pr)))
+                ends = np.concatenate((brk[1:], [len(sg)]))
+                ln = (sg.s[ends - 1] - sg.s[brk]) + sg.ln[ends - 1]
+                parts.append(Segs(sg.s[brk], ln, sg.p[brk], sg.pg[brk], sg.pr[brk], sg.lv[brk]))
+        else:
+            tables[item.table] = (item.level.entries * dom.fmt.entry_size, item.level.num)
+    allseg = Segs.concat(parts)
+    if not len(allseg):
+        return [], []
+    order = np.argsort(allseg.p, kind="stable")
+    sg = allseg[order]
+    e = sg.p + sg.ln
+    return _phys_aliases(sg, e), _table_aliases(sg, e, sorted((t, n, lv) for t, (n, lv) in tables.items()))
+
+
+def _walk_with_tables(dom: Domain, lo: int, hi: int) -> Iterator[Any]:
+    """Leaf batches and TableVisits of one strict range walk (the shared walker's walk_tables)."""
+    walker = dom.walker
+    if not dom.fmt.has_tables or not hasattr(walker, "walk_tables"):
+        yield from dom.leaves(lo, hi)
+        return
+    try:
+        yield from walker.walk_tables(lo, hi, leaves=True, tables=True, strict=True)
+    except WalkError as ex:
+        raise UserError(f"{dom.name}: {ex}") from None
+
+
+def _phys_aliases(sg: Segs, e: np.ndarray) -> list[PhysAlias]:
+    """`sg` sorted by output address. Clusters of overlapping outputs are found with one running
+    maximum; only clusters with an overlap are looked at in Python."""
+    reach = np.maximum.accumulate(e)
+    overlap = np.zeros(len(sg), dtype=bool)
+    overlap[1:] = sg.p[1:] < reach[:-1]
+    if not overlap.any():
+        return []
+    new = ~overlap
+    firsts = np.flatnonzero(new)
+    lasts = np.concatenate((firsts[1:], [len(sg)]))
+    out: list[PhysAlias] = []
+    for a, z in zip(firsts.tolist(), lasts.tolist()):
+        if z - a < 2:
+            continue
+        p = [int(x) for x in sg.p[a:z]]
+        pe = [int(x) for x in e[a:z]]
+        # depth per elementary interval between the cluster's boundaries
+        cuts = sorted(set(p) | set(pe))
+        depth = [0] * (len(cuts) - 1)
+        where = {c: i for i, c in enumerate(cuts)}
+        for x, y in zip(p, pe):
+            for k in range(where[x], where[y]):
+                depth[k] += 1
+        k = 0
+        while k < len(depth):
+            if depth[k] < 2:
+                k += 1
+                continue
+            j = k
+            while j + 1 < len(depth) and depth[j + 1] >= 2:
+                j += 1
+            rlo, rhi = cuts[k], cuts[j + 1]
+            maps = []
+            for i in range(a, z):
+                x, y = p[i - a], pe[i - a]
+                if x < rhi and y > rlo:
+                    ov_lo, ov_hi = max(x, rlo), min(y, rhi)
+                    v = int(sg.s[i]) + (ov_lo - x)
+                    maps.append((v, v + (ov_hi - ov_lo), int(sg.pg[i]), int(sg.pr[i])))
+            out.append(PhysAlias(rlo, rhi, max(depth[k:j + 1]), sorted(maps)))
+            k = j + 1
+    return out
+
+
+def _table_aliases(sg: Segs, e: np.ndarray, tables: list[tuple[int, int, int]]) -> list[TableAlias]:
+    if not tables:
+        return []
+    t_lo = np.array([t[0] for t in tables], dtype=np.uint64)
+    t_hi = np.array([t[0] + t[1] for t in tables], dtype=np.uint64)
+    t_reach = np.maximum.accumulate(t_hi)
+    # per leaf: tables [first, last) may overlap it (every table before `first` ends at or below p)
+    first = np.searchsorted(t_reach, sg.p, "right")
+    last = np.searchsorted(t_lo, e, "left")
+    out: list[TableAlias] = []
+    for i in np.flatnonzero(last > first).tolist():
+        x, y = int(sg.p[i]), int(e[i])
+        for k in range(int(first[i]), int(last[i])):
+            addr, nbytes, level = tables[k]
+            ov_lo, ov_hi = max(x, addr), min(y, addr + nbytes)
+            if ov_lo < ov_hi:
+                v = int(sg.s[i]) + (ov_lo - x)
+                out.append(TableAlias(addr, level, nbytes, v, v + (ov_hi - ov_lo), ov_lo, int(sg.pg[i]),
+                                      int(sg.pr[i])))
+    out.sort(key=lambda t: (t.table, t.iova))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# diff
+
+
+@dataclass(frozen=True)
+class Side:
+    phys: int  # output of the run's first IOVA
+    pgsize: int
+    prot: int
+
+
+@dataclass
+class Change:
+    """IOVAs [iova, end) translate differently: `a` is the first domain's translation (None:
+    unmapped there), `b` the second's. One run: each side is IOVA- and PA-contiguous with one
+    page size and prot."""
+
+    kind: str  # added, removed, changed
+    iova: int
+    end: int
+    a: Side | None
+    b: Side | None
+
+    @property
+    def what(self) -> list[str]:
+        if self.a is None or self.b is None:
+            return []
+        out = []
+        if self.a.phys != self.b.phys:
+            out.append("phys")
+        if self.a.pgsize != self.b.pgsize:
+            out.append("pgsize")
+        if self.a.prot != self.b.prot:
+            out.append("prot")
+        return out
+
+    def follows(self, prev: Change) -> bool:
+        if prev.kind != self.kind or prev.end != self.iova:
+            return False
+        n = prev.end - prev.iova
+        for x, y in ((prev.a, self.a), (prev.b, self.b)):
+            if (x is None) != (y is None):
+                return False
+            if x is not None and y is not None and (
+                    x.phys + n != y.phys or x.pgsize != y.pgsize or x.prot != y.prot):
+                return False
+        return True
+
+
+@dataclass
+class DiffStats:
+    same: int = 0
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    runs: dict[str, int] = field(default_factory=lambda: {"added": 0, "removed": 0, "changed": 0})
+
+    @property
+    def differ(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+class _Feed:
+    """One domain's clipped leaves, pulled batch by batch; everything below `frontier` is known."""
+
+    def __init__(self, dom: Domain, start: int, end: int) -> None:
+        self.it = _leaves(dom, start, end)
+        self.end = end
+        self.buf: list[Segs] = []
+        self.n = 0
+        self.frontier = start
+        self.done = False
+
+    def pull(self) -> None:
+        for sg in self.it:
+            self.buf.append(sg)
+            self.n += len(sg)
+            self.frontier = int(sg.s[-1]) + int(sg.ln[-1])
+            return
+        self.done = True
+        self.frontier = self.end
+
+    def take(self, cut: int) -> Segs:
+        """Everything below `cut`; a piece straddling it is split."""
+        allseg = Segs.concat(self.buf)
+        if cut >= TOP:
+            k = len(allseg)
+        else:
+            k = int(np.searchsorted(allseg.s, U64(cut), "left"))
+        out, rest = allseg[:k], allseg[k:]
+        if k and int(out.s[-1]) + int(out.ln[-1]) > cut:
+            s0, l0, p0 = int(out.s[-1]), int(out.ln[-1]), int(out.p[-1])
+            out = Segs(out.s.copy(), out.ln.copy(), out.p, out.pg, out.pr, out.lv)
+            out.ln[-1] = cut - s0
+            tail = Segs(np.array([cut], dtype=np.uint64), np.array([s0 + l0 - cut], dtype=np.uint64),
+                        np.array([p0 + cut - s0], dtype=np.uint64), out.pg[-1:], out.pr[-1:], out.lv[-1:])
+            rest = Segs.concat([tail, rest])
+        self.buf = [rest] if len(rest) else []
+        self.n = len(rest)
+        return out
+
+
+ADDED, REMOVED, CHANGED = 1, 2, 3
+KIND_NAMES = {ADDED: "added", REMOVED: "removed", CHANGED: "changed"}
+
+
+def diff_domains(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[str] = (),
+                 stats: DiffStats | None = None) -> Iterator[Change]:
+    """Runs of IOVAs in [start, end) whose translation differs between `a` and `b`: phys, page
+    size (of the backing PTE) and prot compared per byte of IOVA space, whatever the formats.
+    `ignore` may hold "pgsize" and/or "prot". Streams: at most about CHUNK leaves of each
+    domain are held at once."""
+    st = stats if stats is not None else DiffStats()
+    for lo, hi in _halves(start, end):
+        fa, fb = _Feed(a, lo, hi), _Feed(b, lo, hi)
+        pending: Change | None = None
+        last_cut = lo
+        while True:
+            while not (fa.done and fb.done):
+                cut = min(fa.frontier, fb.frontier)
+                if fa.n + fb.n >= CHUNK and cut > last_cut:
+                    break
+                lag = fa if not fa.done and (fb.done or fa.frontier <= fb.frontier) else fb
+                lag.pull()
+            cut = min(fa.frontier, fb.frontier)
+            for ch in _diff_chunk(fa.take(cut), fb.take(cut), ignore, st):
+                if pending is not None and ch.follows(pending):
+                    pending.end = ch.end
+                    continue
+                if pending is not None:
+                    st.runs[pending.kind] += 1
+                    yield pending
+                pending = ch
+            last_cut = cut
+            if fa.done and fb.done and not fa.n and not fb.n:
+                break
+        if pending is not None:
+            st.runs[pending.kind] += 1
+            yield pending
+
+
+def _diff_chunk(A: Segs, B: Segs, ignore: Sequence[str], st: DiffStats) -> Iterator[Change]:
+    if not len(A) and not len(B):
+        return
+    base = min(int(x.s[0]) for x in (A, B) if len(x))
+    ub = U64(base)
+    a_s, b_s = A.s - ub, B.s - ub
+    a_e, b_e = a_s + A.ln, b_s + B.ln
+    pts = np.unique(np.concatenate((a_s, a_e, b_s, b_e)))
+    lo, hi = pts[:-1], pts[1:]
+    width = hi - lo
+
+    def locate(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(s):
+            return np.zeros(len(lo), dtype=bool), np.zeros(len(lo), dtype=np.int64)
+        i = np.searchsorted(s, lo, "right") - 1
+        ic = np.maximum(i, 0)
+        return (i >= 0) & (lo < e[ic]), ic
+
+    in_a, ia = locate(a_s, a_e)
+    in_b, ib = locate(b_s, b_e)
+    z = np.zeros(len(lo), dtype=np.uint64)
+    a_ph = A.p[ia] + (lo - a_s[ia]) if len(A) else z
+    b_ph = B.p[ib] + (lo - b_s[ib]) if len(B) else z
+    a_pg = A.pg[ia] if len(A) else z
+    b_pg = B.pg[ib] if len(B) else z
+    zi = np.zeros(len(lo), dtype=np.int64)
+    a_pr = A.pr[ia] if len(A) else zi
+    b_pr = B.pr[ib] if len(B) else zi
+    both = in_a & in_b
+    differs = a_ph != b_ph
+    if "pgsize" not in ignore:
+        differs |= a_pg != b_pg
+    if "prot" not in ignore:
+        differs |= a_pr != b_pr
+    kind = np.zeros(len(lo), dtype=np.int8)
+    kind[in_b & ~in_a] = ADDED
+    kind[in_a & ~in_b] = REMOVED
+    kind[both & differs] = CHANGED
+    st.same += int(width[both & ~differs].sum(dtype=np.uint64))
+    st.added += int(width[kind == ADDED].sum(dtype=np.uint64))
+    st.removed += int(width[kind == REMOVED].sum(dtype=np.uint64))
+    st.changed += int(width[kind == CHANGED].sum(dtype=np.uint64))
+    sel = np.flatnonzero(kind)
+    if not len(sel):
+        return
+    k, l_, h = kind[sel], lo[sel], hi[sel]
+    ap, bp, ag, bg, ar, br = a_ph[sel], b_ph[sel], a_pg[sel], b_pg[sel], a_pr[sel], b_pr[sel]
+    has_a, has_b = in_a[sel], in_b[sel]
+    n = len(sel)
+    brk = np.ones(n, dtype=bool)
+    if n > 1:
+        w = h[:-1] - l_[:-1]
+        cont = (k[1:] == k[:-1]) & (l_[1:] == h[:-1])
+        cont &= ~has_a[1:] | ((ap[1:] == ap[:-1] + w) & (ag[1:] == ag[:-1]) & (ar[1:] == ar[:-1]))
+        cont &= ~has_b[1:] | ((bp[1:] == bp[:-1] + w) & (bg[1:] == bg[:-1]) & (br[1:] == br[:-1]))
+        brk[1:] = ~cont
+    starts = np.flatnonzero(brk)
+    ends = np.concatenate((starts[1:], [n])) - 1
+    for s0, e0 in zip(starts.tolist(), ends.tolist()):
+        sa = Side(int(ap[s0]), int(ag[s0]), int(ar[s0])) if has_a[s0] else None
+        sb = Side(int(bp[s0]), int(bg[s0]), int(br[s0])) if has_b[s0] else None
+        yield Change(KIND_NAMES[int(k[s0])], base + int(l_[s0]), base + int(h[e0]), sa, sb)
+
+
+def diff_range(a: Domain, b: Domain, text: str | None) -> tuple[int, int]:
+    """--range for diff: within the union of both input address spaces."""
+
+    class Both:
+        windows = a.windows + b.windows
+        name = a.name if a.name == b.name else f"{a.name} and {b.name}"
+
+    return parse_range(text, Both())  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def _side_json(s: Side | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"phys": f"{s.phys:#x}", "pgsize": s.pgsize, "prot": prot_str(s.prot)}
+
+
+def _side_text(s: Side | None) -> str:
+    return "-" if s is None else f"{s.phys:#x} {fmt_size(s.pgsize)} {prot_str(s.prot)}"
+
+
+@click.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--range", "range_", metavar="R", help="Only IOVAs in R: START:END (exclusive) or START+LENGTH.")
+@click.option("--ignore", type=click.Choice(["pgsize", "prot"]), multiple=True,
+              help="Do not count a difference in page size or prot as a change (repeatable).")
+@json_option
+def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_json: bool) -> None:
+    """Mappings added, removed or changed (phys, page size, prot) from domain A to domain B.
+
+    Compares translations, not bytes: A and B may be of different formats. Changes are runs
+    of IOVAs whose translation differs in the same way. Exit status 1 when they differ.
+    """
+    from .output import console, emit_json, table
+
+    da, db = load(a), load(b)
+    start, end = diff_range(da, db, range_)
+    st = DiffStats()
+    rows: list[list[Any]] = []
+    for ch in diff_domains(da, db, start, end, ignore, st):
+        if as_json:
+            rec: dict[str, Any] = {"change": ch.kind, "iova": f"{ch.iova:#x}", "end": f"{ch.end:#x}",
+                                   "size": ch.end - ch.iova}
+            if ch.a is not None:
+                rec["a"] = _side_json(ch.a)
+            if ch.b is not None:
+                rec["b"] = _side_json(ch.b)
+            if ch.kind == "changed":
+                rec["what"] = ch.what
+            emit_json(rec)
+        else:
+            rows.append([ch.kind, f"{ch.iova:#x}", f"{ch.end:#x}", fmt_size(ch.end - ch.iova), _side_text(ch.a),
+                         _side_text(ch.b), ",".join(ch.what)])
+    if as_json:
+        emit_json({"summary": {"differ": st.differ, "added": st.added, "removed": st.removed,
+                               "changed": st.changed, "same": st.same, "runs": dict(st.runs),
+                               "range": {"iova": f"{start:#x}", "end": f"{end:#x}"}}})
+    else:
+        if rows:
+            table(f"{da.name} -> {db.name}", ["change", "iova", "end", "size", "a (phys size prot)",
+                                              "b (phys size prot)", "what"], rows, justify_right=("size",))
+        verdict = "differ" if st.differ else "translate the same"
+        console().print(f"{verdict}: added {fmt_size(st.added)}, removed {fmt_size(st.removed)}, changed "
+                        f"{fmt_size(st.changed)} ({sum(st.runs.values())} runs); same {fmt_size(st.same)}; "
+                        f"range [{start:#x}, {end:#x})")
+    if st.differ:
+        sys.exit(1)
+
+
+def _parse_pas(args: Sequence[str]) -> list[int]:
+    out = []
+    for text in args:
+        if text == "-":
+            for lineno, line in enumerate(sys.stdin, 1):
+                t = line.split("#", 1)[0].strip()
+                if t:
+                    out.append(_parse_pa(t, f"<stdin> line {lineno}: "))
+        else:
+            out.append(_parse_pa(text, ""))
+    return out
+
+
+def _parse_pa(text: str, where: str) -> int:
+    try:
+        n = parse_number(text)
+    except ValueError as e:
+        raise UserError(f"{where}PA {text!r}: {e}") from None
+    if not 0 <= n < TOP:
+        raise UserError(f"{where}PA {text!r} is not a 64-bit address")
+    return n
+
+
+@click.command("reverse")
+@click.argument("domain")
+@click.argument("pas", nargs=-1)
+@click.option("--range", "range_", metavar="R",
+              help="A physical range (START:END or START+LENGTH): every IOVA run whose output lies in it.")
+@click.option("--iova-range", metavar="R", help="Only IOVAs in R (default: the whole input address space).")
+@click.option("--holes", is_flag=True, help="With --range: also list the physical gaps no IOVA maps.")
+@json_option
+def reverse_cmd(domain: str, pas: tuple[str, ...], range_: str | None, iova_range: str | None, holes: bool,
+                as_json: bool) -> None:
+    """Every IOVA that maps each physical address PA (`-` reads PAs from stdin), with the page
+    size and prot of the backing PTE; or, with --range, the IOVA runs mapping a physical range.
+
+    One walk answers any number of PAs. No page table bounds its leaves' outputs, so every leaf
+    table is read (each filtered with one numpy mask). Exit status 1 when some PA (or some byte of
+    --range) is mapped by no IOVA.
+    """
+    from .output import console, emit_json, table
+
+    if not pas and range_ is None:
+        raise UserError("reverse needs physical addresses or --range")
+    if holes and range_ is None:
+        raise UserError("--holes goes with --range")
+    dom = load(domain)
+    values = _parse_pas(pas)
+    start, end = parse_range(iova_range, dom)
+    missed = False
+    if values:
+        hits = reverse_pas(dom, values, start, end)
+        rows: list[list[Any]] = []
+        for pa in values:
+            found = hits.get(pa, [])
+            if not found:
+                missed = True
+                if as_json:
+                    emit_json({"pa": f"{pa:#x}", "mapped": False})
+                else:
+                    rows.append([f"{pa:#x}", "unmapped", "", "", "", "", "", ""])
+            for h in sorted(found, key=lambda h: h.iova):
+                if as_json:
+                    emit_json({"pa": f"{pa:#x}", "mapped": True, "iova": f"{h.iova:#x}",
+                               "leaf_iova": f"{h.leaf_iova:#x}", "leaf_end": f"{h.leaf_end:#x}",
+                               "phys": f"{h.phys:#x}", "pgsize": h.pgsize, "prot": prot_str(h.prot),
+                               "level": h.level})
+                else:
+                    rows.append([f"{pa:#x}", f"{h.iova:#x}", f"{h.leaf_iova:#x}", f"{h.leaf_end:#x}",
+                                 f"{h.phys:#x}", fmt_size(h.pgsize), h.level, prot_str(h.prot)])
+        if not as_json:
+            table(f"{dom.name}: physical -> IOVA", ["pa", "iova", "leaf iova", "leaf end", "leaf phys", "pgsize",
+                                                    "level", "prot"], rows, justify_right=("pgsize",))
+    if range_ is not None:
+        plo, phi = parse_phys_range(range_, "--range")
+        rr = ReverseRange(dom, plo, phi, start, end)
+        rng = {"phys": f"{plo:#x}", "end": f"{phi:#x}"}
+        rrows: list[list[Any]] = []
+        nruns = 0
+        for r in rr.runs():
+            nruns += 1
+            if as_json:
+                emit_json({"range": rng, "iova": f"{r.iova:#x}", "end": f"{r.end:#x}", "phys": f"{r.phys:#x}",
+                           "pgsize": r.pgsize, "count": r.count, "prot": prot_str(r.prot), "level": r.level})
+            else:
+                rrows.append([f"{r.iova:#x}", f"{r.end:#x}", f"{r.phys:#x}", f"{r.phys_end:#x}",
+                              fmt_size(r.pgsize), r.count, r.level, prot_str(r.prot)])
+        if holes:
+            for h0, h1 in rr.holes:
+                if as_json:
+                    emit_json({"range": rng, "phys": f"{h0:#x}", "end": f"{h1:#x}", "hole": True})
+                else:
+                    rrows.append(["", "", f"{h0:#x}", f"{h1:#x}", "hole", "", "", ""])
+        unmapped = (phi - plo) - rr.mapped
+        missed |= unmapped > 0
+        if as_json:
+            emit_json({"summary": {"range": rng, "mapped": rr.mapped, "unmapped": unmapped, "aliased": rr.aliased,
+                                   "runs": nruns, "holes": len(rr.holes)}})
+        else:
+            table(f"{dom.name}: IOVAs mapping [{plo:#x}, {phi:#x})",
+                  ["iova", "end", "phys", "phys end", "pgsize", "count", "level", "prot"], rrows,
+                  justify_right=("pgsize", "count"))
+            console().print(f"physical [{plo:#x}, {phi:#x}): {fmt_size(rr.mapped)} mapped in {nruns} IOVA runs, "
+                            f"{fmt_size(unmapped)} unmapped in {len(rr.holes)} holes, "
+                            f"{fmt_size(rr.aliased)} reached by more than one IOVA")
+    if missed:
+        sys.exit(1)
+
+
+def print_aliases(dom: Domain, start: int, end: int, as_json: bool,
+                  phys_window: tuple[int, int] | None = None) -> None:
+    """walk --aliases: physical ranges mapped at more than one IOVA, then table pages the domain
+    maps (writable ones let the device rewrite its own translations)."""
+    from .output import console, emit_json, table
+
+    phys, tabs = find_aliases(dom, start, end, phys_window)
+    if as_json:
+        for a in phys:
+            emit_json({"alias": "phys", "phys": f"{a.phys:#x}", "end": f"{a.end:#x}", "depth": a.depth,
+                       "mappings": [{"iova": f"{v:#x}", "end": f"{e:#x}", "pgsize": pg, "prot": prot_str(pr)}
+                                    for v, e, pg, pr in a.mappings]})
+        for t in tabs:
+            emit_json({"alias": "table", "table": f"{t.table:#x}", "level": t.level, "bytes": t.nbytes,
+                       "iova": f"{t.iova:#x}", "end": f"{t.end:#x}", "phys": f"{t.phys:#x}", "pgsize": t.pgsize,
+                       "prot": prot_str(t.prot), "writable": t.writable})
+        emit_json({"summary": {"phys_aliases": len(phys), "aliased_bytes": sum(a.end - a.phys for a in phys),
+                               "mapped_tables": len({t.table for t in tabs}),
+                               "writable_tables": len({t.table for t in tabs if t.writable}),
+                               "range": {"iova": f"{start:#x}", "end": f"{end:#x}"}}})
+        return
+    if phys:
+        table(f"{dom.name}: physical ranges mapped at more than one IOVA",
+              ["phys", "end", "size", "depth", "iovas"],
+              ([f"{a.phys:#x}", f"{a.end:#x}", fmt_size(a.end - a.phys), a.depth,
+                " ".join(f"{v:#x}-{e:#x}({fmt_size(pg)},{prot_str(pr)})" for v, e, pg, pr in a.mappings)]
+               for a in phys), justify_right=("size", "depth"))
+    if tabs:
+        table(f"{dom.name}: page tables mapped by the domain",
+              ["table", "level", "bytes", "iova", "end", "pgsize", "prot", "writable"],
+              ([f"{t.table:#x}", t.level, t.nbytes, f"{t.iova:#x}", f"{t.end:#x}", fmt_size(t.pgsize),
+                prot_str(t.prot), "yes" if t.writable else "no"] for t in tabs))
+    console().print(f"{len(phys)} physical ranges mapped at more than one IOVA "
+                    f"({fmt_size(sum(a.end - a.phys for a in phys))}); {len({t.table for t in tabs})} page tables "
+                    f"mapped by the domain ({len({t.table for t in tabs if t.writable})} writable); "
+                    f"range [{start:#x}, {end:#x})")
