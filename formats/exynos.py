@@ -283,6 +283,15 @@ class Exynos(PageTable):
         rw = np.where((r >> ro) & 1 == 1, IOMMU_READ, IOMMU_READ | IOMMU_WRITE)
         return np.where((r >> access) & 1 == 1, rw, 0).astype(np.int64)
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        r = raw.astype(np.uint64)
+        if lvl.num == 1:
+            ok = np.where(kinds == LEAF, np.uint64(self._ok_sect), np.uint64(self._ok_link))
+        else:
+            large = (r & np.uint64(3)) == 1
+            ok = np.where(large, np.uint64(self._ok_large), np.uint64(self._ok_small))
+        return np.where(kinds == INVALID, np.uint64(0), r & ~ok & np.uint64(U32))
+
     # -- encode (exynos_iommu_map) ---------------------------------------------------------------
     def encode_table(self, table: int, lvl: Level) -> int:
         return ((table >> self.shift) | 1) & U32  # mk_lv1ent_page

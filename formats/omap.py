@@ -189,6 +189,18 @@ class Omap(PageTable):
     def leaf_prot_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.full(len(raw), IOMMU_READ | IOMMU_WRITE, dtype=np.int64)
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        r = raw.astype(np.uint64)
+        if lvl.num == 1:
+            sup = (r & np.uint64(IOPGD_SUPER | 3)) == IOPGD_SUPER
+            ok = np.where(kinds == TABLE, np.uint64(self._table.defined_mask()),
+                          np.where(sup, np.uint64(self._super.defined_mask()),
+                                   np.uint64(self._section.defined_mask())))
+        else:
+            small = (r & np.uint64(2)) != 0
+            ok = np.where(small, np.uint64(self._small.defined_mask() & ~1), np.uint64(self._large.defined_mask()))
+        return np.where(kinds == INVALID, np.uint64(0), r & ~ok & np.uint64(U32))
+
     # -- encode (omap_iommu_map -> iopgtable_store_entry_core) ----------------------------------
     def encode_table(self, table: int, lvl: Level) -> int:
         return (table & U32) | IOPGD_TABLE  # iopte_alloc

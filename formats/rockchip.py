@@ -183,6 +183,13 @@ class Rockchip(PageTable):
         r = raw.astype(np.int64)
         return ((r >> 1) & 1) * IOMMU_READ | ((r >> 2) & 1) * IOMMU_WRITE
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        if self.version == 1:
+            mask = 0xFFE if lvl.num == 1 else 0xE00
+        else:
+            mask = 0xE if lvl.num == 1 else 0
+        return np.where(kinds == INVALID, np.uint64(0), raw.astype(np.uint64) & np.uint64(mask))
+
     # -- encode (rk_iommu_map) -------------------------------------------------------------------
     def encode_table(self, table: int, lvl: Level) -> int:
         return self.mk_address(table) | RK_DTE_PT_VALID  # rk_mk_dte / rk_mk_dte_v2

@@ -156,6 +156,16 @@ class Sun50i(PageTable):
             table[a] = p
         return table[aci]
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        r = raw.astype(np.uint64)
+        if lvl.num == 1:
+            bad = r & np.uint64(0x3FC)
+        else:
+            aci = (r >> np.uint64(4)) & np.uint64(0xF)
+            bad_aci = (aci == 0) | (aci > ACI_RD_WR)
+            bad = (r & np.uint64(0xF0D)) | np.where(bad_aci, r & np.uint64(SUN50I_PTE_ACI_MASK), np.uint64(0))
+        return np.where(kinds == INVALID, np.uint64(0), bad)
+
     # -- encode (sun50i_iommu_map) ---------------------------------------------------------------
     def encode_table(self, table: int, lvl: Level) -> int:
         return (table & SUN50I_DTE_PT_ADDRESS_MASK) | SUN50I_DTE_PT_VALID  # sun50i_mk_dte

@@ -145,6 +145,11 @@ class TegraSmmu(PageTable):
         r = raw.astype(np.int64)
         return ((r >> 31) & 1) * IOMMU_READ | ((r >> 30) & 1) * IOMMU_WRITE
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        top = 28 if lvl.num == 1 else 29
+        mask = ((1 << top) - 1) & ~self.pfn_mask
+        return np.where(kinds == INVALID, np.uint64(0), raw.astype(np.uint64) & np.uint64(mask))
+
     # -- encode (tegra_smmu_map) -----------------------------------------------------------------
     def encode_table(self, table: int, lvl: Level) -> int:
         return ((table >> SMMU_PTE_SHIFT) | SMMU_PDE_ATTR | SMMU_PDE_NEXT) & U32  # SMMU_MK_PDE
