@@ -434,3 +434,20 @@ def test_check_reports_a_large_page_copy_that_disagrees() -> None:
     dom.mem.write_uint(t.entry, 4, t.raw ^ 1 << 20)  # copy 6 names another PA
     rules = {f.rule for f in check_domain(dom)[0]}
     assert "replica-mismatch" in rules
+
+
+def test_cli_walk_leaves_large_page_and_supersection(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dom = tmp_path / "d.yaml"
+    dom.write_text("driver: msm-iommu\nmappings:\n"
+                   "  - {iova: 0x1000000, phys: 0x23450000, size: 64K, prot: rw}\n"
+                   "  - {iova: 0x3000000, phys: 0x56000000, size: 16M, prot: r}\n")
+    res = subprocess.run([sys.executable, "-m", "iommuctl", "walk", "--leaves", "--json", str(dom)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    leaves = [(r["iova"], r["phys"], r["pgsize"], r.get("count", 1)) for r in rows if "summary" not in r]
+    assert leaves == [("0x1000000", "0x23450000", 64 * K, 1), ("0x3000000", "0x56000000", 16 * M, 1)]
+    assert rows[-1]["summary"]["leaves"] == {str(64 * K): 1, str(16 * M): 1}
