@@ -375,6 +375,7 @@ CONFIGS = {
     "mtk": ({"quirks": MTK, "oas": 35}, 0x4000_0000),
     "mtk-34": ({"quirks": MTK, "ias": 34, "oas": 35}, 0x4000_0000),
     "mtk-ttbr-ext": ({"quirks": MTK + ["arm-mtk-ttbr-ext"], "oas": 35}, 0x6_4000_0000),
+    "mtk-34-ttbr-ext": ({"quirks": MTK + ["arm-mtk-ttbr-ext"], "ias": 34, "oas": 35}, 0x6_4000_0000),
     "ias-30": ({"ias": 30}, 0x4000_0000),
 }
 
