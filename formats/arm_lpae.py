@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from iommuctl.numbers import fmt_size, parse_number
 
 from .base import (
@@ -39,6 +37,7 @@ from .base import (
     Translation,
     prot_str,
 )
+from .lazy import np
 
 SZ_4K, SZ_16K, SZ_64K = 1 << 12, 1 << 14, 1 << 16
 SZ_2M, SZ_32M, SZ_512M, SZ_1G, SZ_4T = 1 << 21, 1 << 25, 1 << 29, 1 << 30, 1 << 42

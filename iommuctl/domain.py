@@ -6,6 +6,7 @@ naming the file. With `mappings:` and no root the tables are built by the format
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,8 +48,30 @@ class Mapping:
         if self.pages is None:
             yield (self.iova, self.phys, self.size, self.prot)
             return
-        for i, p in enumerate(self.pages.tolist()):
+        for i, p in enumerate(self.pages if isinstance(self.pages, list) else self.pages.tolist()):
             yield (self.iova + i * self.page, p, self.page, self.prot)
+
+
+SMALL_SCATTER = 1 << 16
+
+
+def scatter_pages(n: int, seed: int, base: int, page: int) -> Any:
+    """Physical page of each of n IOVA pages: slot (a*i + b) mod n of a region twice the size,
+    every other slot used, so no two pages are physically adjacent and neighbours in IOVA land
+    far apart. An affine permutation is cheap in plain Python (small mappings, no numpy import)
+    and in numpy (16 M pages), and both give the same pages for the same seed."""
+    a = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % max(n, 1) | 1
+    while math.gcd(a, n) != 1:
+        a += 2
+    b = (seed * 0x5851F42D4C957F2D + 1) % max(n, 1)
+    if n <= SMALL_SCATTER:
+        return [base + 2 * page * ((a * i + b) % n) for i in range(n)]
+    import numpy as np
+
+    i = np.arange(n, dtype=np.uint64)
+    # (a*i + b) mod n without overflow: a and i are below n < 2^32
+    order = (np.uint64(a) * i + np.uint64(b)) % np.uint64(n)
+    return np.uint64(base) + order * np.uint64(2 * page)
 
 
 def leaf_count(fmt: PageTable, m: Mapping) -> int:
@@ -421,8 +444,6 @@ class Loader:
         return out
 
     def scatter(self, spec: dict[str, Any], iova: int, size: int, prot: int, path: str) -> Mapping:
-        import numpy as np
-
         for k in spec:
             if k not in ("scatter", "seed", "base"):
                 raise self.err(f"{path}.{k}", "unknown key (scatter, seed, base)")
@@ -436,11 +457,9 @@ class Loader:
         if size % page:
             raise self.err(f"{path}.scatter", f"size {size:#x} is not a multiple of {page:#x}")
         n = size // page
-        # Every other slot of a permutation: no two pages are physically adjacent.
-        order = np.random.default_rng(seed).permutation(n).astype(np.uint64)
         if base + 2 * n * page > 1 << 64:
             raise self.err(f"{path}.base", "the scattered pages pass 2^64")
-        pages = np.uint64(base) + order * np.uint64(2 * page)
+        pages = scatter_pages(n, seed, base, page)
         return Mapping(iova, int(pages[0]), size, prot, pages, page)
 
     # -- building --------------------------------------------------------------------------------
@@ -452,7 +471,10 @@ class Loader:
             raise self.err("tables_at", str(e)) from None
         for i, m in enumerate(dom.mappings):
             try:
-                if m.pages is not None:
+                if isinstance(m.pages, list):
+                    for k, p in enumerate(m.pages):
+                        dom.chunks.extend(builder.map(m.iova + k * m.page, p, m.page, m.prot))
+                elif m.pages is not None:
                     builder.map_scattered(m.iova, m.pages, m.page, m.prot)
                 else:
                     dom.chunks.extend(builder.map(m.iova, m.phys, m.size, m.prot))

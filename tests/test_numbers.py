@@ -46,3 +46,16 @@ def test_iommu_pgsize_worked_examples() -> None:
     assert iommu_pgsize(LPAE_4K, 0x1000, 0x2000, 0x40_0000) == (4096, 0x400)
     # length does not reach a whole 2M past the boundary: all small pages
     assert iommu_pgsize(LPAE_4K, 0x1F_F000, 0x3F_F000, 0x20_0000) == (4096, 0x200)
+
+
+def test_descriptor_encode_matches_construct() -> None:
+    from formats.base import Descriptor
+
+    d = Descriptor("demo", 64, ("xn", 54, 53), ("addr", 47, 12), ("af", 10, 10), ("sh", 9, 8), ("type", 1, 0))
+    values = {"xn": 3, "addr": 0x12345, "af": 1, "sh": 3, "type": 3}
+    raw = d.encode(**values)
+    assert raw == (3 << 53) | (0x12345 << 12) | (1 << 10) | (3 << 8) | 3
+    assert raw == d.build(**values)
+    assert d.decode(raw) == {"xn": 3, "addr": 0x12345, "af": True, "sh": 3, "type": 3}
+    with pytest.raises(ValueError):
+        d.encode(sh=4)
