@@ -315,7 +315,7 @@ PROTS = st.sampled_from([RW, IOMMU_READ, IOMMU_WRITE, RW | IOMMU_CACHE, IOMMU_RE
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_round_trip(name: str, data: Any) -> None:
     cls, cfg = VARIANTS[name]
