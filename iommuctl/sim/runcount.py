@@ -1,0 +1,553 @@
+"""Run-based counting: the callers' counts from the leaves of the range, without a Python call
+per page (callers.md section 7, generalised to real tables).
+
+One range walk gives the leaves (numpy batches, with the depth of each leaf's walk) and the
+shape of the tables: the entries a single range walk reads (the floor) and, per walk depth, the
+bytes of the range that are holes. From those:
+
+VFIO, per vfio_dma (N pages, M mapped, H = N - M hole pages, E extents = maximal runs that are
+IOVA- and physically contiguous, T leaves, `probes` = extents that do not end at the dma's end):
+  legacy       translations N + probes           entries  sum(pages x depth) + holes + probes
+  length-aware translations T + H + probes       entries  sum(depth) + holes + probes
+  both         unmaps E, syncs ceil(E / 512), unpin calls E, pages M
+A probe reads the page after the extent: the next leaf's depth, or a hole's (walked once).
+
+IOMMUFD, per area (N pages, R pfn runs = extents, A = batch capacity, B = ceil(R / A)):
+  legacy       translations N + B - 1            length-aware  T + B - 1
+  both         unmaps B, syncs B, unpin calls R, pages N
+The B - 1 extra reads are of the first leaf of every A-th run (the page a full batch refused).
+
+These hold when the fast unmaps all succeed, which they do when each unit holds whole leaves
+(no leaf cut by the unit's edges), every leaf is at least PAGE_SIZE, and the legacy op is the
+plain one (0 only on a miss, and no leaf maps physical address 0, which the legacy loops would
+take for a hole). Anything else raises NotRunnable and the explicit replay takes over; the
+tests hold the two against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from formats.base import INVALID, TABLE, PageTable, WalkError
+from formats.builder import iommu_pgsize
+from formats.lazy import np
+from iommuctl.errors import UserError
+
+from .core import AlgoResult, Counts, caps_unmap_at_table_end, is_iommupt
+from .gpu import SZ_2M, gpu_steps
+from .iommufd import MAX_NPFNS, batch_capacity
+from .vfio import VFIO_IOMMU_TLB_SYNC_MAX
+
+CHUNK = 1 << 16
+
+
+class NotRunnable(Exception):
+    """The run-based model does not cover this unit; the explicit replay must be used."""
+
+
+@dataclass
+class Shape:
+    """What one range walk over [lo, hi) sees besides the leaves."""
+
+    floor: int = 0
+    hole_bytes: dict[int, int] = field(default_factory=dict)  # walk depth -> bytes (upper levels)
+    leaf_table_bytes: dict[int, int] = field(default_factory=dict)  # depth -> bytes under leaf tables
+
+
+def _add(d: dict[int, int], k: int, v: int) -> None:
+    if v:
+        d[k] = d.get(k, 0) + v
+
+
+def table_shape(walker: Any, lo: int, hi: int) -> Shape:
+    """Walk the non-leaf levels of [lo, hi): the floor (entries a range walk reads, each
+    once), the upper-level holes by depth, and the bytes under last-level tables by depth.
+    Last-level tables are counted from their parents' entries, never read here."""
+    fmt: PageTable = walker.fmt
+    sh = Shape()
+    last = len(fmt.levels) - 1
+    try:
+        for top in walker.tops:
+            a, b = max(lo, top.start), min(hi, top.end)
+            if a < b:
+                _shape(walker, fmt, top.table, top.level_index, top.level_index, top.base, a, b, sh, last)
+    except WalkError as e:
+        raise UserError(f"{walker.fmt.name} tables: {e}") from None
+    return sh
+
+
+def _shape(walker: Any, fmt: PageTable, table: int, li: int, top_li: int, base: int, lo: int, hi: int,
+           sh: Shape, last: int) -> None:
+    lvl = fmt.levels[li]
+    depth = li - top_li + 1
+    i0 = (lo - base) >> lvl.shift
+    i1 = min(((hi - 1 - base) >> lvl.shift) + 1, lvl.entries)
+    sh.floor += i1 - i0
+    if li == last:
+        _add(sh.leaf_table_bytes, depth, hi - lo)
+        return
+    try:
+        ents = walker.mem.array(table, lvl.entries, fmt.dtype)[i0:i1]
+    except Exception as e:  # MemoryFault
+        raise WalkError(table, f"level {lvl.num} table at {table:#x} is outside memory") from e
+    kinds = fmt.classify_vec(ents, lvl)
+    inv = np.flatnonzero(kinds == INVALID)
+    if len(inv):
+        # clipped bytes of the invalid entries: whole blocks, minus what sticks out at the edges
+        total = len(inv) << lvl.shift
+        if inv[0] == 0:
+            total -= lo - (base + (i0 << lvl.shift))
+        if inv[-1] == i1 - i0 - 1:
+            total -= max(0, base + (i1 << lvl.shift) - hi)
+        _add(sh.hole_bytes, depth, total)
+    tab = np.flatnonzero(kinds == TABLE)
+    if not len(tab):
+        return
+    if li + 1 == last:
+        # last-level tables: their entries in range follow from the parent's index alone
+        child = fmt.levels[last]
+        for j, k in enumerate(tab.tolist()):
+            if 0 < j < len(tab) - 1:
+                continue
+            cbase = base + ((i0 + k) << lvl.shift)
+            clo, chi = max(lo, cbase), min(hi, cbase + lvl.block)
+            sh.floor += (((chi - 1 - cbase) >> child.shift) + 1) - ((clo - cbase) >> child.shift)
+            _add(sh.leaf_table_bytes, depth + 1, chi - clo)
+        middle = max(len(tab) - 2, 0)
+        sh.floor += middle * child.entries
+        _add(sh.leaf_table_bytes, depth + 1, middle << lvl.shift)
+        return
+    nxt = fmt.next_table_vec(ents[tab], lvl).astype(np.uint64) if hasattr(fmt, "next_table_vec") else None
+    for j, k in enumerate(tab.tolist()):
+        idx = i0 + k
+        cbase = base + (idx << lvl.shift)
+        child = int(nxt[j]) if nxt is not None else fmt.next_table(int(ents[k]), lvl)
+        _shape(walker, fmt, child, li + 1, top_li, cbase, max(lo, cbase), min(hi, cbase + lvl.block), sh, last)
+
+
+@dataclass
+class Leaves:
+    iova: np.ndarray
+    phys: np.ndarray
+    size: np.ndarray
+    depth: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.iova)
+
+
+def leaf_chunks(walker: Any, lo: int, hi: int) -> Iterator[Leaves]:
+    """The leaves over [lo, hi) in IOVA order, in chunks of about CHUNK, with walk depths."""
+    fmt = walker.fmt
+    num_to_index = {lvl.num: i for i, lvl in enumerate(fmt.levels)}
+    parts: list[Leaves] = []
+    count = 0
+    try:
+        for b in walker.leaves(lo, hi):
+            if not len(b):
+                continue
+            top = walker.top_for(int(b.iova[0])) or walker.top_for(lo)
+            depth = num_to_index[b.level] - (top.level_index if top else 0) + 1
+            parts.append(Leaves(b.iova, b.phys, b.size, np.full(len(b), depth, dtype=np.int64)))
+            count += len(b)
+            if count >= CHUNK:
+                yield _cat(parts)
+                parts, count = [], 0
+    except WalkError as e:
+        raise UserError(f"{fmt.name} tables: {e}") from None
+    if parts:
+        yield _cat(parts)
+
+
+def _cat(parts: list[Leaves]) -> Leaves:
+    if len(parts) == 1:
+        return parts[0]
+    return Leaves(np.concatenate([p.iova for p in parts]), np.concatenate([p.phys for p in parts]),
+                  np.concatenate([p.size for p in parts]), np.concatenate([p.depth for p in parts]))
+
+
+LEGACY_SAMPLE = 128
+
+
+def check_legacy(walker: Any, ch: Leaves, page: int) -> None:
+    """The legacy op must answer like the translation (it differs only for descriptors with
+    quirks, e.g. RES0 output bits OR'ed in): checked on a sample of each chunk's leaves, at a
+    page inside each; a format without its own legacy op needs no check."""
+    fmt = walker.fmt
+    if type(fmt).legacy_iova_to_phys is PageTable.legacy_iova_to_phys:
+        return
+    n = len(ch)
+    rng = np.random.default_rng(n)
+    picks = range(n) if n <= LEGACY_SAMPLE else rng.integers(0, n, LEGACY_SAMPLE).tolist()
+    for i in picks:
+        v, s = int(ch.iova[i]), int(ch.size[i])
+        q = v + (int(rng.integers(0, max(s // page, 1))) * page if s > page else 0)
+        t = _translate(walker, q)
+        if fmt.legacy_iova_to_phys(q, t) != t.phys:
+            raise NotRunnable(f"{fmt.name}'s legacy iova_to_phys differs from the translation at {q:#x}")
+
+
+def _translate(walker: Any, q: int) -> Any:
+    try:
+        return walker.translate(q)
+    except WalkError as e:
+        raise UserError(f"{walker.fmt.name} tables: walking {q:#x}: {e}") from None
+
+
+def check_runnable(fmt: PageTable, page: int) -> None:
+    if page > fmt.levels[-1].block:
+        raise NotRunnable(f"PAGE_SIZE {page:#x} is larger than the last level's {fmt.levels[-1].block:#x}")
+
+
+def _probe_depth(walker: Any, q: int) -> int:
+    try:
+        t = walker.translate(q)
+    except WalkError as e:
+        raise UserError(f"{walker.fmt.name} tables: walking {q:#x}: {e}") from None
+    return t.entries_read
+
+
+def hole_entries(sh: Shape, leaf_bytes_by_depth: dict[int, int], page: int) -> tuple[int, int]:
+    """(hole pages inside tables, entries their walks read): upper-level holes, plus the parts
+    of last-level tables no leaf covers."""
+    pages = entries = 0
+    for d, b in sh.hole_bytes.items():
+        pages += b // page
+        entries += (b // page) * d
+    for d, b in sh.leaf_table_bytes.items():
+        free = b - leaf_bytes_by_depth.get(d, 0)
+        pages += free // page
+        entries += (free // page) * d
+    return pages, entries
+
+
+class UnitLeaves:
+    """Streams one unit's leaves and checks the run-based preconditions on the way."""
+
+    def __init__(self, walker: Any, lo: int, hi: int, page: int, allow_cut: bool = False) -> None:
+        self.walker, self.lo, self.hi, self.page = walker, lo, hi, page
+        self.allow_cut = allow_cut
+        self.leaf_bytes_last: dict[int, int] = {}  # depth -> clipped bytes of last-level leaves
+        self.last_depth = len(walker.fmt.levels)
+
+    def __iter__(self) -> Iterator[Leaves]:
+        for ch in leaf_chunks(self.walker, self.lo, self.hi):
+            v, s = ch.iova, ch.size
+            if not self.allow_cut:
+                if int(v[0]) < self.lo or int(v[-1]) + int(s[-1]) > self.hi:
+                    raise NotRunnable("a leaf is cut by the unit's edge")
+                if int(s.min()) < self.page:
+                    raise NotRunnable("a leaf is smaller than PAGE_SIZE")
+                if not (ch.phys != 0).all():
+                    raise NotRunnable("a leaf maps physical address 0 (the legacy op's 'unmapped')")
+                check_legacy(self.walker, ch, self.page)
+            yield ch
+
+    def note_last_level(self, ch: Leaves) -> None:
+        """Record clipped bytes of leaves that live in last-level tables (for the holes there)."""
+        lo, hi = np.uint64(self.lo), np.uint64(self.hi)
+        a = np.maximum(ch.iova, lo)
+        b = np.minimum(ch.iova + ch.size, hi)
+        clipped = (b - a).astype(np.int64)
+        # a leaf's depth tells where it lives only relative to its top; last-level leaves are
+        # those whose table is a last-level table: depth == its top's depth of the last level
+        for d in np.unique(ch.depth).tolist():
+            _add(self.leaf_bytes_last, int(d), int(clipped[ch.depth == d].sum()))
+
+
+def _leaf_bytes_in_leaf_tables(sh: Shape, ul: UnitLeaves) -> dict[int, int]:
+    # only depths that have last-level tables: leaves at other depths are upper-level blocks
+    return {d: b for d, b in ul.leaf_bytes_last.items() if d in sh.leaf_table_bytes}
+
+
+def classic_calls(fmt: PageTable, iova: int, size: int) -> int:
+    """ops->unmap_pages calls one __iommu_unmap over fully mapped [iova, iova+size) makes."""
+    if is_iommupt(fmt):
+        return 1
+    bitmap = fmt.pgsize_bitmap
+    cap = caps_unmap_at_table_end(fmt)
+    calls = 0
+    while size:
+        pgsize, count = iommu_pgsize(bitmap, iova, iova, size)
+        if cap:
+            li, n = fmt.leaf_placement(pgsize)
+            lvl = fmt.levels[li]
+            count = min(count, (lvl.entries - fmt.index(iova, lvl)) // n)
+        calls += 1
+        iova += pgsize * count
+        size -= pgsize * count
+    return calls
+
+
+# ---------------------------------------------------------------------------------------------
+# VFIO
+
+
+def vfio_unit(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Counts]:
+    fmt = walker.fmt
+    check_runnable(fmt, page)
+    sh = table_shape(walker, lo, hi)
+    ul = UnitLeaves(walker, lo, hi, page)
+    n_pages = (hi - lo) // page
+    E = probes = 0
+    mapped = 0
+    leg_ent = la_ent = la_tr = probe_ent = 0
+    drv = 0
+    cur_start: int | None = None  # IOVA where the extent being built started
+    cur_single = True
+    prev_end = prev_pend = None
+    u64 = np.uint64
+
+    def close(start: int, end: int, single: bool) -> int:
+        if single:
+            return 1
+        return classic_calls(fmt, start, end - start)
+
+    for ch in ul:
+        ul.note_last_level(ch)
+        v, p, s, d = ch.iova, ch.phys, ch.size, ch.depth
+        e = v + s
+        mapped += int(s.sum(dtype=u64))
+        leg_ent += int(((s // u64(page)).astype(np.int64) * d).sum())
+        la_ent += int(d.sum())
+        la_tr += len(v)
+        # does the first leaf continue the previous chunk's extent?
+        if prev_end is not None:
+            if not (prev_end == int(v[0]) and prev_pend == int(p[0])):
+                E += 1
+                drv += close(cur_start, prev_end, cur_single)  # type: ignore[arg-type]
+                probes += 1
+                probe_ent += int(d[0]) if int(v[0]) == prev_end else _probe_depth(walker, prev_end)
+                cur_start, cur_single = int(v[0]), True
+            else:
+                cur_single = False
+        else:
+            cur_start, cur_single = int(v[0]), True
+        if len(v) > 1:
+            brk = (v[1:] != e[:-1]) | (p[1:] != p[:-1] + s[:-1])
+            idx = np.flatnonzero(brk)
+            if len(idx):
+                E += len(idx)
+                probes += len(idx)
+                adj = v[idx + 1] == e[idx]
+                probe_ent += int(d[idx + 1][adj].sum())
+                for q in e[idx][~adj].tolist():
+                    probe_ent += _probe_depth(walker, int(q))
+                # driver calls: extents made of one leaf are one unmap_pages each
+                starts = np.concatenate(([0], idx + 1))
+                ends = np.concatenate((idx, [len(v) - 1]))
+                single = starts == ends
+                # the first extent of the chunk may have begun in an earlier chunk
+                first_single = cur_single and bool(single[0])
+                drv += close(cur_start, int(e[idx[0]]), first_single)  # type: ignore[arg-type]
+                mid_s, mid_e, mid_single = starts[1:-1], ends[1:-1], single[1:-1]
+                drv += int(mid_single.sum())
+                if not mid_single.all() and len(mid_s):
+                    for a, b in zip(mid_s[~mid_single].tolist(), mid_e[~mid_single].tolist()):
+                        drv += classic_calls(fmt, int(v[a]), int(e[b]) - int(v[a]))
+                cur_start, cur_single = int(v[starts[-1]]), bool(single[-1])
+            else:
+                cur_single = False
+        prev_end, prev_pend = int(e[-1]), int(p[-1]) + int(s[-1])
+    if prev_end is not None:
+        E += 1
+        drv += close(cur_start, prev_end, cur_single)  # type: ignore[arg-type]
+        if prev_end < hi:
+            probes += 1
+            probe_ent += _probe_depth(walker, prev_end)
+    hole_pages, hole_ent = hole_entries(sh, _leaf_bytes_in_leaf_tables(sh, ul), page)
+    mapped_pages = mapped // page
+    holes = n_pages - mapped_pages  # includes pages outside every window (walks read nothing)
+    if hole_pages > holes:
+        raise NotRunnable("table shape and leaves disagree")
+    syncs = -(-E // VFIO_IOMMU_TLB_SYNC_MAX)
+    leg = Counts(n_pages + probes, leg_ent + hole_ent + probe_ent, E, syncs, E, mapped_pages,
+                 drv, syncs, holes, holes)
+    la = Counts(la_tr + holes + probes, la_ent + hole_ent + probe_ent, E, syncs, E, mapped_pages,
+                drv, syncs, holes, holes)
+    return leg, la
+
+
+# ---------------------------------------------------------------------------------------------
+# IOMMUFD
+
+
+class AreaAcc:
+    """Counts of one iopt_area being fed its leaves in order (no holes inside)."""
+
+    def __init__(self, fmt: PageTable, page: int, start: int, first_index: int = 0) -> None:
+        self.fmt, self.page, self.start, self.first_index = fmt, page, start, first_index
+        self.bytes = 0
+        self.runs = 0
+        self.run_len = 0  # pages of the current run (for the U32_MAX split)
+        self.leaves = 0
+        self.pages_depth = 0
+        self.leaf_depth = 0
+        self.run_first: list[tuple[int, int, int]] = []  # (rank, iova, depth) of every 5461st run
+        self.end = start
+        self.pend: int | None = None
+
+    def feed(self, v: np.ndarray, p: np.ndarray, s: np.ndarray, d: np.ndarray) -> None:
+        page = self.page
+        u64 = np.uint64
+        e = v + s
+        new = np.empty(len(v), dtype=bool)
+        new[0] = self.pend is None or int(p[0]) != self.pend
+        if len(v) > 1:
+            new[1:] = p[1:] != p[:-1] + s[:-1]
+        starts = np.flatnonzero(new)
+        rank = self.runs + np.arange(len(starts))
+        cap = 65536 // 12
+        sel = (rank > 0) & (rank % cap == 0)
+        for r, j in zip(rank[sel].tolist(), starts[sel].tolist()):
+            self.run_first.append((int(r), int(v[j]), int(d[j])))
+        self.runs += len(starts)
+        npages = (s // u64(page)).astype(np.int64)
+        # longest run in pages, for MAX_NPFNS
+        if len(starts):
+            seg = np.add.reduceat(npages, starts)
+            if int(seg.max()) + (self.run_len if not new[0] else 0) > MAX_NPFNS:
+                raise NotRunnable("a pfn run longer than U32_MAX pages")
+            self.run_len = int(seg[-1])
+        else:
+            self.run_len += int(npages.sum())
+        self.bytes += int(s.sum(dtype=u64))
+        self.leaves += len(v)
+        self.pages_depth += int((npages * d).sum())
+        self.leaf_depth += int(d.sum())
+        self.end = int(e[-1])
+        self.pend = int(p[-1]) + int(s[-1])
+
+    def counts(self) -> tuple[Counts, Counts, list[int]]:
+        """(legacy, length-aware, batch start IOVAs after the first)."""
+        n = self.bytes // self.page
+        cap = batch_capacity(self.first_index + n - 1)
+        runs = self.runs
+        batches = -(-runs // cap) if runs else 0
+        extra = [(r, iova, dep) for r, iova, dep in self.run_first if r % cap == 0 and r < runs]
+        if cap != 65536 // 12:
+            extra = []  # a smaller capacity: one batch holds every run (runs <= pages)
+        extra_ent = sum(dep for _, _, dep in extra)
+        cuts = [iova for _, iova, _ in extra]
+        bounds = [self.start] + cuts + [self.end]
+        drv = sum(classic_calls(self.fmt, a, b - a) for a, b in zip(bounds, bounds[1:]))
+        leg = Counts(n + batches - 1, self.pages_depth + extra_ent, batches, batches, runs, n, drv, batches)
+        la = Counts(self.leaves + batches - 1, self.leaf_depth + extra_ent, batches, batches, runs, n, drv,
+                    batches)
+        return leg, la, cuts
+
+
+def iommufd_areas(walker: Any, lo: int, hi: int, page: int, implicit: bool,
+                  first_index: int = 0) -> tuple[Counts, Counts, list[tuple[int, int]]]:
+    """Tear down the areas of [lo, hi): `implicit` -- every IOVA-contiguous mapped stretch is
+    an area (IOAS_UNMAP over a range: the gaps between areas are never visited); else
+    [lo, hi) is one area, which must have no hole."""
+    fmt = walker.fmt
+    check_runnable(fmt, page)
+    ul = UnitLeaves(walker, lo, hi, page)
+    leg_t, la_t = Counts(), Counts()
+    areas: list[tuple[int, int]] = []
+    acc: AreaAcc | None = None
+
+    def finish() -> None:
+        nonlocal acc
+        if acc is not None:
+            a, b, _ = acc.counts()
+            leg_t.add(a)
+            la_t.add(b)
+            areas.append((acc.start, acc.end))
+            acc = None
+
+    for ch in ul:
+        v, p, s, d = ch.iova, ch.phys, ch.size, ch.depth
+        e = v + s
+        gaps = np.flatnonzero(v[1:] != e[:-1]) + 1 if len(v) > 1 else np.zeros(0, dtype=np.int64)
+        cuts = [0] + gaps.tolist() + [len(v)]
+        for a, b in zip(cuts, cuts[1:]):
+            if a == b:
+                continue
+            if acc is not None and acc.end != int(v[a]):
+                if not implicit:
+                    raise NotRunnable(f"the area has a hole at {acc.end:#x}")
+                finish()
+            if acc is None:
+                if not implicit and int(v[a]) != lo:
+                    raise NotRunnable(f"the area has a hole at {lo:#x}")
+                acc = AreaAcc(fmt, page, int(v[a]), first_index)
+            acc.feed(v[a:b], p[a:b], s[a:b], d[a:b])
+    if acc is not None and not implicit and acc.end != hi:
+        raise NotRunnable(f"the area has a hole at {acc.end:#x}")
+    if acc is None and not implicit:
+        raise NotRunnable("the area is not mapped")
+    finish()
+    return leg_t, la_t, areas
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU and selftest
+
+
+def gpu_unit(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Counts]:
+    """panfrost (non-heap) / panthor over a fully mapped unit of leaves no larger than 2M."""
+    fmt = walker.fmt
+    check_runnable(fmt, page)
+    ul = UnitLeaves(walker, lo, hi, page)
+    end = lo
+    for ch in ul:
+        v, s = ch.iova, ch.size
+        if int(v[0]) != end or (len(v) > 1 and (v[1:] != v[:-1] + s[:-1]).any()):
+            raise NotRunnable("the unit has a hole")
+        if int(s.max()) > SZ_2M:
+            raise NotRunnable("a leaf larger than 2M (get_pgsize never unmaps one)")
+        end = int(v[-1]) + int(s[-1])
+    if end != hi:
+        raise NotRunnable("the unit has a hole")
+    steps = gpu_steps(lo, hi - lo)
+    c = Counts(0, 0, steps, 1, 0, 0, steps, 1)
+    return c, Counts(**c.as_dict())
+
+
+def selftest_unit(walker: Any, lo: int, hi: int) -> tuple[Counts, Counts, int | None]:
+    """md_check_pa over [lo, hi): (legacy, length-aware, IOVA of the failing step or None)."""
+    fmt = walker.fmt
+    bitmap = fmt.pgsize_bitmap
+    page = bitmap & -bitmap
+    leg, la = Counts(), Counts()
+    pos = lo
+    u64 = np.uint64
+    for ch in leaf_chunks(walker, lo, hi):
+        check_legacy(walker, ch, page)
+        v, s, d = ch.iova, ch.size, ch.depth
+        e = v + s
+        # stop at the first gap
+        ok = np.empty(len(v), dtype=bool)
+        ok[0] = int(v[0]) <= pos
+        if len(v) > 1:
+            ok[1:] = v[1:] == e[:-1]
+        bad = np.flatnonzero(~ok)
+        k = int(bad[0]) if len(bad) else len(v)
+        if k:
+            a = np.maximum(v[:k], u64(pos))
+            b = np.minimum(e[:k], u64(hi))
+            pages = ((b - a) // u64(page)).astype(np.int64)
+            leg.translations += int(pages.sum())
+            leg.entries_read += int((pages * d[:k]).sum())
+            la.translations += k
+            la.entries_read += int(d[:k].sum())
+            pos = int(b[-1])
+        if k < len(v):
+            break
+    if pos < hi:
+        dep = _probe_depth(walker, pos)
+        for c in (leg, la):
+            c.translations += 1
+            c.entries_read += dep
+            c.hole_pages += 1
+        return leg, la, pos
+    return leg, la, None
+
+
+def empty_result(counts: Counts) -> AlgoResult:
+    return AlgoResult(counts=counts)
