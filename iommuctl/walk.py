@@ -6,11 +6,15 @@ Python objects, so a range of 16 M contiguous 4K leaves costs array work, not 16
 
 from __future__ import annotations
 
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from formats.base import LeafBatch
 
 from .domain import Domain
 from .errors import UserError
@@ -66,10 +70,35 @@ def parse_range(text: str | None, domain: Domain) -> tuple[int, int]:
     return start, end
 
 
+def batches(domain: Domain, start: int, end: int) -> Iterator[LeafBatch]:
+    """domain.leaves with a progress bar on a terminal's stderr: the fraction of the range
+    walked, shown only once the walk has taken a second."""
+    if not sys.stderr.isatty():
+        yield from domain.leaves(start, end)
+        return
+    t0 = time.monotonic()
+    bar = None
+    try:
+        for b in domain.leaves(start, end):
+            if bar is None and time.monotonic() - t0 > 1.0:
+                from .output import progress
+
+                bar = progress(1000, f"walking {domain.name}").__enter__()
+                done = 0
+            if bar is not None and len(b):
+                now = int((int(b.iova[-1]) - start) * 1000 // max(end - start, 1))
+                bar.advance(max(0, now - done))
+                done = max(done, now)
+            yield b
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
 def leaf_runs(domain: Domain, start: int, end: int, coalesce: bool = True) -> Iterator[Run]:
     """Leaves overlapping [start, end) in IOVA order, merged into runs when `coalesce`."""
     cur: Run | None = None
-    for b in domain.leaves(start, end):
+    for b in batches(domain, start, end):
         n = len(b)
         if n == 0:
             continue
@@ -110,7 +139,7 @@ def summarise(domain: Domain, start: int, end: int) -> Summary:
     """Totals with array work only: bytes mapped inside [start, end), runs, leaves by size."""
     s = Summary()
     prev: tuple[int, int, int, int] | None = None  # (end iova, end phys, size, prot) of the last leaf
-    for b in domain.leaves(start, end):
+    for b in batches(domain, start, end):
         n = len(b)
         if n == 0:
             continue
