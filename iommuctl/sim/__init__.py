@@ -237,6 +237,7 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     leg, la = Counts(), Counts()
     out_units = list(units)
     stop: int | None = None
+    holes: list[tuple[int, int]] = []
     if caller == "iommufd":
         out_units = []
         for lo, hi in units:
@@ -247,7 +248,7 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     else:
         for lo, hi in units:
             if caller == "vfio":
-                a, b = rc.vfio_unit(w, lo, hi, page)
+                a, b = rc.vfio_unit(w, lo, hi, page, holes)
             elif caller in ("panfrost", "panthor"):
                 a, b = rc.gpu_unit(w, lo, hi, page)
             else:
@@ -258,4 +259,5 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     res = CallerResult(caller, start, end, out_units, AlgoResult(leg), AlgoResult(la), floor, "runs",
                        page_size=page)
     res.legacy.stop = res.length_aware.stop = stop
+    res.legacy.holes = holes
     return res

@@ -352,23 +352,12 @@ def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, 
     return best
 
 
-@dataclass
-class Floor:
-    entries_read: int = 0
-
-
 def floor_entries(domain: Any, spans: list[tuple[int, int]]) -> int:
     """Entries one range walk per span reads to enumerate its leaves: in every table it enters,
-    the entries inside the span, each once."""
-    total = 0
-    try:
-        for lo, hi in spans:
-            for v in domain.walker.visit_tables(lo, hi):
-                if hasattr(v, "i0"):
-                    total += v.i1 - v.i0
-    except WalkError as e:
-        raise UserError(f"{domain.name}: {e}") from None
-    return total
+    the entries inside the span, each once (last-level tables counted from their parents)."""
+    from .runcount import table_shape
+
+    return sum(table_shape(domain.walker, lo, hi).floor for lo, hi in spans)
 
 
 @dataclass

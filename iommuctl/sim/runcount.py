@@ -127,6 +127,33 @@ def _shape(walker: Any, fmt: PageTable, table: int, li: int, top_li: int, base: 
         _shape(walker, fmt, child, li + 1, top_li, cbase, max(lo, cbase), min(hi, cbase + lvl.block), sh, last)
 
 
+def table_addresses(walker: Any) -> set[int]:
+    """Every table reachable from the roots over the whole input space: upper tables read,
+    last-level tables known from their parents' pointers."""
+    fmt: PageTable = walker.fmt
+    out: set[int] = set()
+    last = len(fmt.levels) - 1
+
+    def visit(table: int, li: int) -> None:
+        if table in out:
+            return
+        out.add(table)
+        if li == last:
+            return
+        lvl = fmt.levels[li]
+        try:
+            ents = walker.mem.array(table, lvl.entries, fmt.dtype)
+        except Exception:  # a table outside memory holds nothing to write
+            return
+        tab = np.flatnonzero(fmt.classify_vec(ents, lvl) == TABLE)
+        for k in tab.tolist():
+            visit(fmt.next_table(int(ents[k]), lvl), li + 1)
+
+    for top in walker.tops:
+        visit(top.table, top.level_index)
+    return out
+
+
 @dataclass
 class Leaves:
     iova: np.ndarray
@@ -285,7 +312,11 @@ def classic_calls(fmt: PageTable, iova: int, size: int) -> int:
 # VFIO
 
 
-def vfio_unit(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Counts]:
+HOLE_LIST_MAX = 4096
+
+
+def vfio_unit(walker: Any, lo: int, hi: int, page: int,
+              holes_out: list[tuple[int, int]] | None = None) -> tuple[Counts, Counts]:
     fmt = walker.fmt
     check_runnable(fmt, page)
     sh = table_shape(walker, lo, hi)
@@ -305,10 +336,17 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Counts]
             return 1
         return classic_calls(fmt, start, end - start)
 
+    gaps: list[tuple[int, int]] = holes_out if holes_out is not None else []
     for ch in ul:
         ul.note_last_level(ch)
         v, p, s, d = ch.iova, ch.phys, ch.size, ch.depth
         e = v + s
+        if len(gaps) < HOLE_LIST_MAX:
+            first_gap = [(prev_end if prev_end is not None else lo, int(v[0]))]
+            inner = np.flatnonzero(v[1:] != e[:-1]) if len(v) > 1 else []
+            for a, b in first_gap + [(int(e[j]), int(v[j + 1])) for j in list(inner)[:HOLE_LIST_MAX]]:
+                if a < b:
+                    gaps.append((a, b))
         mapped += int(s.sum(dtype=u64))
         leg_ent += int(((s // u64(page)).astype(np.int64) * d).sum())
         la_ent += int(d.sum())
@@ -357,6 +395,8 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Counts]
         if prev_end < hi:
             probes += 1
             probe_ent += _probe_depth(walker, prev_end)
+    if (prev_end if prev_end is not None else lo) < hi and len(gaps) < HOLE_LIST_MAX:
+        gaps.append((prev_end if prev_end is not None else lo, hi))
     hole_pages, hole_ent = hole_entries(sh, _leaf_bytes_in_leaf_tables(sh, ul), page)
     mapped_pages = mapped // page
     holes = n_pages - mapped_pages  # includes pages outside every window (walks read nothing)
