@@ -365,3 +365,7 @@ DRIVERS = {
                        "(ias > 36: four-level); one TTBR = bit0 VALID | (PA>>14)<<2",
     },
 }
+
+# The kernel has one apple-dart driver; its plain id names the first (t8103, DART1) layout.
+DRIVERS["apple-dart"] = {**DRIVERS["apple-dart-t8020"],
+                         "description": "apple-dart.c (alias of apple-dart-t8020, the M1 t8103 DART)"}

@@ -494,3 +494,5 @@ DRIVERS = {
         "description": "Arm SMMU v1/v2 AArch32-S context (arm-smmu.c, 32-bit non-LPAE kernels)",
     },
 }
+
+DRIVERS["msm"] = {**DRIVERS["msm-iommu"], "description": "msm_iommu.c (alias of msm-iommu)"}
