@@ -36,6 +36,7 @@ SEED = 7
 def build_image(directory: Path, gib: int = 64) -> tuple[Path, np.ndarray]:
     """Write tables.bin + domain.yaml into `directory`; returns (yaml path, per-page phys)."""
     from formats import get_format
+    from iommuctl.domain import scatter_pages
 
     cls = get_format("arm-lpae-s1")
     fmt = cls(dict(cls.config_defaults))
@@ -56,10 +57,8 @@ def build_image(directory: Path, gib: int = 64) -> tuple[Path, np.ndarray]:
         img[512 + i] = fmt.encode_table(addr(l2_first + i), l1)
     l2_slots = (l2_first * 512) + np.arange(n_l3)  # the L2 entries, in order, contiguous
     img[l2_slots] = [fmt.encode_table(addr(l3_first + j), l2) for j in range(n_l3)]
-    # Scattered pages, as the loader's `scatter:` makes them: every other slot of a permutation,
-    # so no two are physically adjacent.
-    order = np.random.default_rng(SEED).permutation(pages).astype(np.uint64)
-    phys = np.uint64(PHYS_BASE) + order * np.uint64(2 * GRANULE)
+    # Scattered pages exactly as the loader's `scatter:` makes them (no two physically adjacent).
+    phys = np.asarray(scatter_pages(pages, SEED, PHYS_BASE, GRANULE), dtype=np.uint64)
     # A 4K page descriptor is its attribute bits | the page address (ARM_LPAE_PTE_ADDR_MASK, 4K
     # granule: no address rotation), so encode_leaf at 0 gives the template; a sample is checked
     # against the format's own encoder.

@@ -899,16 +899,25 @@ def reverse_cmd(domain: str, pas: tuple[str, ...], range_: str | None, iova_rang
         plo, phi = parse_phys_range(range_, "--range")
         rr = ReverseRange(dom, plo, phi, start, end)
         rng = {"phys": f"{plo:#x}", "end": f"{phi:#x}"}
+        rng_text = f'{{"phys": "{plo:#x}", "end": "{phi:#x}"}}'
+        prot_text: dict[int, str] = {}
         rrows: list[list[Any]] = []
+        lines: list[str] = []
         nruns = 0
         for r in rr.runs():
             nruns += 1
-            if as_json:
-                emit_json({"range": rng, "iova": f"{r.iova:#x}", "end": f"{r.end:#x}", "phys": f"{r.phys:#x}",
-                           "pgsize": r.pgsize, "count": r.count, "prot": prot_str(r.prot), "level": r.level})
+            if as_json:  # one f-string per run: a 1 GiB window of 4K pages is 256 K lines
+                pt = prot_text.get(r.prot) or prot_text.setdefault(r.prot, prot_str(r.prot))
+                lines.append(f'{{"range": {rng_text}, "iova": "{r.iova:#x}", "end": "{r.end:#x}", '
+                             f'"phys": "{r.phys:#x}", "pgsize": {r.pgsize}, "count": {r.count}, "prot": "{pt}", '
+                             f'"level": {r.level}}}\n')
+                if len(lines) >= 4096:
+                    sys.stdout.write("".join(lines))
+                    lines.clear()
             else:
                 rrows.append([f"{r.iova:#x}", f"{r.end:#x}", f"{r.phys:#x}", f"{r.phys_end:#x}",
                               fmt_size(r.pgsize), r.count, r.level, prot_str(r.prot)])
+        sys.stdout.write("".join(lines))
         if holes:
             for h0, h1 in rr.holes:
                 if as_json:
