@@ -180,7 +180,27 @@ def load_domain(spec: str | Path) -> Domain:
     return load_domain_text(text, path.parent, str(path))
 
 
+MAX_FLOW_DEPTH = 64  # PyYAML's scanner is quadratic in flow nesting: 2,000 `[` take seconds
+
+
+def flow_depth(text: str) -> int:
+    """Deepest nesting of flow collections ([...] / {...}) outside quoted strings: checked
+    before parsing, so a hostile file is refused in linear time."""
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return 0
+    import re
+
+    bare = re.sub(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'', "", text)
+    depth = deepest = 0
+    for m in re.finditer(r"[\[\]{}]", bare):
+        depth = depth + 1 if m.group() in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_domain_text(text: str, base_dir: Path | str = ".", name: str = "<domain>") -> Domain:
+    if flow_depth(text) > MAX_FLOW_DEPTH:
+        raise UserError(f"{name}: YAML nested too deeply (more than {MAX_FLOW_DEPTH} levels of [ ] or {{ }})")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -356,7 +376,7 @@ class Loader:
                 raise self.err(f"{path}.{k}", f"unknown key for a {kind}: segment")
         if kind in ("file", "elf"):
             fname = ent[kind]
-            if not isinstance(fname, str):
+            if not isinstance(fname, str) or not fname or "\x00" in fname:
                 raise self.err(f"{path}.{kind}", "must be a file name")
             fpath = self.base_dir / fname
             if kind == "elf":
@@ -457,6 +477,8 @@ class Loader:
         if size % page:
             raise self.err(f"{path}.scatter", f"size {size:#x} is not a multiple of {page:#x}")
         n = size // page
+        if n > MAX_LEAVES:  # before the page array is built: 1T of 4K pages is 2 GiB of addresses
+            raise self.err(path, f"{n} scattered pages is more than {MAX_LEAVES} leaf entries")
         if base + 2 * n * page > 1 << 64:
             raise self.err(f"{path}.base", "the scattered pages pass 2^64")
         pages = scatter_pages(n, seed, base, page)

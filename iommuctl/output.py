@@ -28,8 +28,15 @@ def console(stderr: bool = False) -> Any:
                    width=width)
 
 
+PLAIN_ROWS = 500  # rich lays a table out in memory, ~5 ms and ~300 KiB a row: beyond this, plain text
+
+
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
           justify_right: Sequence[str] = ()) -> None:
+    cells = [[str(x) for x in r] for r in rows]
+    if len(cells) > PLAIN_ROWS:
+        plain_table(title, columns, cells, justify_right)
+        return
     from rich.table import Table
 
     t = Table(title=title, show_lines=False, header_style="bold")
@@ -37,9 +44,32 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
         last = i == len(columns) - 1  # only the last (free text) column may wrap
         t.add_column(c, justify="right" if c in justify_right else "left", no_wrap=not last,
                      overflow="fold" if last else "ellipsis", min_width=None if last else len(c))
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
+    for r in cells:
+        t.add_row(*r)
     console().print(t)
+
+
+def plain_table(title: str | None, columns: Sequence[str], rows: list[list[str]],
+                justify_right: Sequence[str] = ()) -> None:
+    """The same columns as aligned plain text, written as it goes: linear in the rows, so a
+    walk --leaves of millions of rows cannot stall or balloon in the layout."""
+    widths = [len(c) for c in columns]
+    for r in rows:
+        for i, cell in enumerate(r[:-1]):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+
+    def line(cells: Sequence[str]) -> str:
+        out = [cell.rjust(widths[i]) if columns[i] in justify_right else cell.ljust(widths[i])
+               for i, cell in enumerate(cells[:-1])]
+        return "  ".join(out + list(cells[-1:])).rstrip() + "\n"
+
+    w = sys.stdout.write
+    if title:
+        w(title + "\n")
+    w(line(list(columns)))
+    for r in rows:
+        w(line(r))
 
 
 def warn(message: str) -> None:
