@@ -303,14 +303,19 @@ def commands(rng: random.Random, b: Base, dom: str, available: set[str]) -> Iter
 # -- YAML ---------------------------------------------------------------------------------------
 
 
+_EXAMPLE_DOCS: list[Any] = []
+
+
 def base_doc(fid: str) -> dict[str, Any]:
     """A valid-looking domain document for a format id (its bundled example when there is one)."""
     from importlib import resources
 
     from iommuctl.domain import example_names
 
-    for name in example_names():
-        doc = yaml.safe_load((resources.files("iommuctl.examples") / f"{name}.yaml").read_text())
+    if not _EXAMPLE_DOCS:
+        for name in example_names():
+            _EXAMPLE_DOCS.append(yaml.safe_load((resources.files("iommuctl.examples") / f"{name}.yaml").read_text()))
+    for doc in _EXAMPLE_DOCS:
         if isinstance(doc, dict) and doc.get("format") == fid:
             return doc
     return {"format": fid, "config": {}, "mappings": [{"iova": "0x100000", "phys": "0x80000000", "size": "64K",
