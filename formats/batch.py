@@ -13,7 +13,7 @@ from typing import Any
 
 from .base import LEAF, PHYS_ADDR_MAX, TABLE, WalkError
 from .lazy import np
-from .walker import Walker
+from .walker import Walker, bad_leaf_sizes
 
 
 @dataclass
@@ -73,6 +73,12 @@ def translate_many(walker: Walker, iovas: np.ndarray) -> BatchResult:
                     lr, lva, lentry = raw[leaf], va[leaf], entry[leaf]
                     lanes_leaf = np.flatnonzero(leaf) if lanes is None else lanes[leaf]
                 size = fmt.leaf_size_vec(lr, lvl).astype(np.uint64, copy=False)
+                bad = bad_leaf_sizes(size, lvl)
+                if bad is not None:  # as Walker.translate: a hostile size is refused, not used
+                    k = int(np.flatnonzero(bad)[0])
+                    at = int(lentry[k])
+                    raise WalkError(at, f"level {lvl.num} entry at {at:#x} ({int(lr[k]):#x}) decodes to a leaf "
+                                        f"of {int(size[k]):#x} bytes, not a power of two within its table")
                 res.phys[lanes_leaf] = (fmt.leaf_phys_vec(lr, lvl).astype(np.uint64, copy=False)
                                         + (lva & (size - np.uint64(1))))
                 res.size[lanes_leaf] = size

@@ -460,6 +460,10 @@ def test_absurd_leaf_size_is_caught(size: int) -> None:
         w.translate(0x60000000)
     with pytest.raises(WalkError):
         list(w.leaves(0, 1 << 32))
+    from formats.batch import translate_many
+
+    with pytest.raises(WalkError):  # the numpy batch path (translate of 256+ IOVAs) refuses it too
+        translate_many(w, __import__("numpy").array([0x60000000, 0x60001000], dtype="uint64"))
     got = check(dom)
     assert {x.rule for x in got} == {"leaf-size"}
     assert got[0].address == dom.roots[0] + 0x600 * 4 and got[0].index == 0x600
