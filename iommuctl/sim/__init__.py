@@ -140,9 +140,9 @@ def _check(domain: Any, caller: str, units: list[tuple[int, int]], leg: AlgoResu
     if left_l != left_a:
         v = min(x[0] for x in left_l ^ left_a)
         problems.append((max(v, lo), "legacy and length-aware leave different mappings"))
-    at = first_pfn_difference(leg.unpins, la.unpins)
-    if at is not None:
-        problems.append((at, "legacy and length-aware unpin different PFNs"))
+    pfn_at = first_pfn_difference(leg.unpins, la.unpins)
+    if pfn_at is not None:
+        problems.append((pfn_at, "legacy and length-aware unpin different PFNs"))
 
     def in_units(v: int, s: int) -> bool:
         return any(v < b and a < v + s for a, b in units)
@@ -259,5 +259,11 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     res = CallerResult(caller, start, end, out_units, AlgoResult(leg), AlgoResult(la), floor, "runs",
                        page_size=page)
     res.legacy.stop = res.length_aware.stop = stop
-    res.legacy.holes = holes
+    merged: list[tuple[int, int]] = []
+    for h0, h1 in holes:  # units side by side: one hole across their boundary, as the replay sees it
+        if merged and merged[-1][1] == h0:
+            merged[-1] = (merged[-1][0], h1)
+        else:
+            merged.append((h0, h1))
+    res.legacy.holes = merged
     return res

@@ -79,6 +79,7 @@ def panfrost_unmap(sim: SimDomain, iova: int, length: int, length_aware: bool, r
         iova += pgsize * count
         done += pgsize * count
     sim.c.syncs += 1  # panfrost_mmu_flush_range: AS_COMMAND_FLUSH_PT
+    sim.c.driver_syncs += 1
     if sim.trace:
         sim.trace(f"panfrost_mmu_flush_range({iova - length:#x}, {length:#x})")
 
@@ -105,3 +106,4 @@ def panthor_unmap(sim: SimDomain, iova: int, size: int, length_aware: bool, res:
                 break
         offset += got
     sim.c.syncs += 1  # panthor_vm_unlock_region: cache flush + AS_COMMAND_UNLOCK
+    sim.c.driver_syncs += 1

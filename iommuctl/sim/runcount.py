@@ -123,8 +123,8 @@ def _shape(walker: Any, fmt: PageTable, table: int, li: int, top_li: int, base: 
     for j, k in enumerate(tab.tolist()):
         idx = i0 + k
         cbase = base + (idx << lvl.shift)
-        child = int(nxt[j]) if nxt is not None else fmt.next_table(int(ents[k]), lvl)
-        _shape(walker, fmt, child, li + 1, top_li, cbase, max(lo, cbase), min(hi, cbase + lvl.block), sh, last)
+        sub = int(nxt[j]) if nxt is not None else fmt.next_table(int(ents[k]), lvl)
+        _shape(walker, fmt, sub, li + 1, top_li, cbase, max(lo, cbase), min(hi, cbase + lvl.block), sh, last)
 
 
 def table_addresses(walker: Any) -> set[int]:
@@ -343,8 +343,8 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int,
         e = v + s
         if len(gaps) < HOLE_LIST_MAX:
             first_gap = [(prev_end if prev_end is not None else lo, int(v[0]))]
-            inner = np.flatnonzero(v[1:] != e[:-1]) if len(v) > 1 else []
-            for a, b in first_gap + [(int(e[j]), int(v[j + 1])) for j in list(inner)[:HOLE_LIST_MAX]]:
+            inner: list[int] = np.flatnonzero(v[1:] != e[:-1]).tolist() if len(v) > 1 else []
+            for a, b in first_gap + [(int(e[j]), int(v[j + 1])) for j in inner[:HOLE_LIST_MAX]]:
                 if a < b:
                     gaps.append((a, b))
         mapped += int(s.sum(dtype=u64))
