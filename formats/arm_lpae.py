@@ -11,6 +11,12 @@ the kernel function or macro it follows; no kernel code is copied.
   arm-mali-lpae   ARM_MALI_LPAE    arm_mali_lpae_alloc_pgtable (no quirks, ias <= 48, oas <= 40)
 
 Levels are numbered architecturally, 0..3 (ARM_LPAE_MAX_LEVELS), 3 being the last.
+
+Decoding follows the kernel's walker (iopte_leaf / iopte_table / iopte_to_paddr), so a block at
+a level the architecture has none for (a 4K level-0 block) still translates, and check flags it.
+The kernel's iova_to_phys never range-checks the IOVA (bits above ias are masked off by
+ARM_LPAE_LVL_IDX and alias); here `windows` bounds the input space and the front end refuses an
+IOVA outside it instead of aliasing.
 """
 
 from __future__ import annotations

@@ -409,6 +409,36 @@ def test_map_refusals() -> None:
         b.map(0x1000, 0x1000, 4096, RW)  # a leaf where a table is needed
 
 
+def test_reserved_bits_and_notes() -> None:
+    f = fmt("arm-lpae-s1", ias=40, oas=40)
+    l1, l2, l3 = lvl(f, 1), lvl(f, 2), lvl(f, 3)
+    page = f.encode_leaf(0x1000, 4096, l3, RW)
+    assert f.reserved_bits(page, l3, LEAF) == 0
+    assert f.reserved_bits(page | 1 << 40, l3, LEAF) == 1 << 40  # output address beyond oas 40
+    assert f.reserved_bits(page | 1 << 58 | 1 << 52, l3, LEAF) == 1 << 58 | 1 << 52  # software, contiguous
+    assert f.reserved_bits(page | ARM_LPAE_PTE_DBM | ARM_LPAE_PTE_NS, l3, LEAF) == ARM_LPAE_PTE_DBM | ARM_LPAE_PTE_NS
+    block = f.encode_leaf(0x20_0000, 2 << 20, l2, RW)
+    assert f.reserved_bits(block | 0x1000, l2, LEAF) == 0x1000  # OA below the 2M block is RES0
+    table = f.encode_table(0x3000, l1)
+    assert f.reserved_bits(table | 3 << 61 | 1 << 60, l1, TABLE) == 3 << 61 | 1 << 60  # APTable, XNTable
+    assert f.reserved_bits(0x42, l3, INVALID) == 0x42  # the kernel leaves invalid entries zero
+    f16 = fmt("arm-lpae-s1", granule=16384, ias=47)
+    assert f16.reserved_bits(0x8000_1000 | 3, lvl(f16, 1), TABLE) == 0x1000  # 16K table misaligned
+    s2 = fmt("arm-lpae-s2")
+    assert s2.reserved_bits(s2.encode_leaf(0, 4096, l3, IOMMU_READ) | ARM_LPAE_PTE_nG, l3, LEAF) == ARM_LPAE_PTE_nG
+    mali = fmt("arm-mali-lpae")
+    assert mali.reserved_bits(mali.encode_leaf(0, 4096, l3, RW) | ARM_LPAE_PTE_AF, l3, LEAF) == ARM_LPAE_PTE_AF
+    # what explain says
+    assert f.note(page, l3, LEAF) == "4K page at 0x1000, rw; AttrIndx 0"
+    assert f.note(table | ARM_LPAE_PTE_SW_SYNC, l1, TABLE).startswith("next-level table at 0x3000, SW_SYNC")
+    assert "not a page" in f.note(0x1001, l3, INVALID)
+    assert s2.note(s2.encode_leaf(0, 4096, l3, IOMMU_MMIO | IOMMU_READ), l3, LEAF).endswith("MemAttr 0x1 Device-nGnRE")
+    assert f.kind_name(block, l2, LEAF) == "block" and f.kind_name(0, l2, INVALID) == "invalid"
+    # the construct schema also encodes: fields back to the same descriptor
+    schema = f.schema(l3, LEAF)
+    assert schema is not None and schema.encode(**schema.decode(page)) == page
+
+
 # --- geometry --------------------------------------------------------------------------------------
 
 # (granule, ias) -> (levels, start level, pgd entries): io-pgtable.md 2.2, from arm_lpae_alloc_pgtable
