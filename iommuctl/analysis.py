@@ -22,7 +22,8 @@ from typing import Any
 import click
 import numpy as np
 
-from formats.base import LeafBatch, WalkError, prot_str
+from formats.base import LeafBatch, prot_str
+from formats.walker import TableVisit
 
 from .cli import json_option, load
 from .domain import Domain
@@ -390,12 +391,23 @@ def _multi_covered(p: np.ndarray, e: np.ndarray) -> int:
     delta = np.concatenate((np.ones(len(p), dtype=np.int64), -np.ones(len(e), dtype=np.int64)))
     order = np.argsort(pos, kind="stable")
     pos, delta = pos[order], delta[order]
-    upos, inv = np.unique(pos, return_inverse=True)
-    d = np.zeros(len(upos), dtype=np.int64)
-    np.add.at(d, inv, delta)
-    depth = np.cumsum(d)[:-1]
-    widths = (upos[1:] - upos[:-1])
-    return int(widths[depth >= 2].sum(dtype=np.uint64))
+    # depth after all events at a position: the running sum at the last event of each position
+    last = np.ones(len(pos), dtype=bool)
+    last[:-1] = pos[1:] != pos[:-1]
+    depth = np.cumsum(delta)[last]
+    upos = pos[last]
+    widths = upos[1:] - upos[:-1]
+    return int(widths[depth[:-1] >= 2].sum(dtype=np.uint64))
+
+
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (recent numpy's hash-based unique is far slower on uint64)."""
+    x = np.sort(x)
+    if len(x) < 2:
+        return x
+    keep = np.ones(len(x), dtype=bool)
+    keep[1:] = x[1:] != x[:-1]
+    return x[keep]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,12 +417,13 @@ def _multi_covered(p: np.ndarray, e: np.ndarray) -> int:
 @dataclass
 class PhysAlias:
     """Physical [phys, end) is mapped at more than one IOVA: `mappings` are the IOVA ranges
-    (iova, end, pgsize, prot) reaching it, `depth` the most IOVAs reaching one byte of it."""
+    (iova, end, phys of iova, pgsize, prot) reaching into it, `depth` the most IOVAs reaching
+    one byte of it."""
 
     phys: int
     end: int
     depth: int
-    mappings: list[tuple[int, int, int, int]]
+    mappings: list[tuple[int, int, int, int, int]]
 
 
 @dataclass
@@ -435,64 +448,94 @@ class TableAlias:
 def find_aliases(dom: Domain, start: int | None = None, end: int | None = None,
                  phys_window: tuple[int, int] | None = None) -> tuple[list[PhysAlias], list[TableAlias]]:
     """Aliases among the leaves of [start, end) (optionally only those whose output overlaps
-    `phys_window`), in one range walk: physical ranges mapped at more than one IOVA, and table
-    pages (every table the walk entered) that some leaf maps."""
+    `phys_window`): physical ranges mapped at more than one IOVA, and table pages (every table
+    the range walk enters) that some leaf maps. Two passes of the shared walker: its leaves
+    (batched across leaf tables) and its table visits."""
     lo, hi = _space(dom, start, end)
-    parts: list[Segs] = []
-    tables: dict[int, tuple[int, int]] = {}  # address -> (bytes, level number); a root may serve 2 windows
-    for item in _walk_with_tables(dom, lo, hi):
-        if isinstance(item, LeafBatch):
-            if not len(item):
+    cols: dict[str, list[np.ndarray]] = {"s": [], "ln": [], "p": [], "pg": [], "pr": []}
+    for sg in _leaves(dom, lo, hi):
+        if phys_window is not None:
+            sg = sg[_phys_overlap(sg.p, sg.ln, *phys_window)]
+            if not len(sg):
                 continue
-            sg = segs_of(item, lo, hi)
-            if phys_window is not None and len(sg):
-                sg = sg[_phys_overlap(sg.p, sg.ln, *phys_window)]
-            if len(sg):
-                # merge runs first: the usual contiguous buffer costs one interval, not one per page
-                brk = np.concatenate(([0], _breaks(sg.s, sg.ln, sg.p, sg.pg, sg.pr)))
-                ends = np.concatenate((brk[1:], [len(sg)]))
-                ln = (sg.s[ends - 1] - sg.s[brk]) + sg.ln[ends - 1]
-                parts.append(Segs(sg.s[brk], ln, sg.p[brk], sg.pg[brk], sg.pr[brk], sg.lv[brk]))
-        else:
-            tables[item.table] = (item.level.entries * dom.fmt.entry_size, item.level.num)
-    allseg = Segs.concat(parts)
-    if not len(allseg):
+        # merge runs first: the usual contiguous buffer costs one interval, not one per page
+        brk = np.concatenate(([0], _breaks(sg.s, sg.ln, sg.p, sg.pg, sg.pr)))
+        if len(brk) < len(sg):
+            ends = np.concatenate((brk[1:], [len(sg)])) - 1
+            sg = Segs(sg.s[brk], (sg.s[ends] - sg.s[brk]) + sg.ln[ends], sg.p[brk], sg.pg[brk], sg.pr[brk],
+                      sg.lv[brk])
+        for k in cols:
+            cols[k].append(getattr(sg, k))
+    if not cols["s"]:
         return [], []
-    order = np.argsort(allseg.p, kind="stable")
-    sg = allseg[order]
-    e = sg.p + sg.ln
-    return _phys_aliases(sg, e), _table_aliases(sg, e, sorted((t, n, lv) for t, (n, lv) in tables.items()))
+    s, ln, p, pg, pr = (np.concatenate(cols[k]) for k in ("s", "ln", "p", "pg", "pr"))
+    del cols
+    e = p + ln
+    tables = _table_aliases(_ByPhys(p, e, None, s, pg, pr), _tables(dom, lo, hi))  # any order will do
+    # Some byte is reached twice iff the j-th smallest start lies below the (j-1)-th smallest end:
+    # two plain sorts settle the usual no-alias case without an argsort.
+    ps, es = np.sort(p), np.sort(e)
+    if not (ps[1:] < es[:-1]).any():
+        return [], tables
+    del ps, es
+    order = np.argsort(p)
+    return _phys_aliases(_ByPhys(p[order], e[order], order, s, pg, pr)), tables
 
 
-def _walk_with_tables(dom: Domain, lo: int, hi: int) -> Iterator[Any]:
-    """Leaf batches and TableVisits of one strict range walk (the shared walker's walk_tables)."""
+@dataclass
+class _ByPhys:
+    """Leaf intervals [p, e) of output, usually sorted by p: `order[i]` indexes the IOVA-ordered
+    columns s (IOVA), pg (page size), pr (prot)."""
+
+    p: np.ndarray
+    e: np.ndarray
+    order: np.ndarray | None  # None: p and e are in the columns' own order
+    s: np.ndarray
+    pg: np.ndarray
+    pr: np.ndarray
+
+    def _k(self, i: int) -> int:
+        return i if self.order is None else int(self.order[i])
+
+    def iova(self, i: int, phys: int) -> int:
+        """The IOVA at which interval i outputs `phys`."""
+        return int(self.s[self._k(i)]) + (phys - int(self.p[i]))
+
+    def attrs(self, i: int) -> tuple[int, int]:
+        k = self._k(i)
+        return int(self.pg[k]), int(self.pr[k])
+
+
+def _tables(dom: Domain, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(address, bytes, level number) of every table the range walk enters, sorted. The leaf
+    pass already reported any table it could not walk, so faults are not repeated here."""
     walker = dom.walker
-    if not dom.fmt.has_tables or not hasattr(walker, "walk_tables"):
-        yield from dom.leaves(lo, hi)
-        return
-    try:
-        yield from walker.walk_tables(lo, hi, leaves=True, tables=True, strict=True)
-    except WalkError as ex:
-        raise UserError(f"{dom.name}: {ex}") from None
+    if not dom.fmt.has_tables or not hasattr(walker, "visit_tables"):
+        return []
+    tables: dict[int, tuple[int, int]] = {}  # a root may serve two windows
+    for v in walker.visit_tables(lo, hi):
+        if isinstance(v, TableVisit):
+            tables[v.table] = (v.level.entries * dom.fmt.entry_size, v.level.num)
+    return sorted((t, n, lv) for t, (n, lv) in tables.items())
 
 
-def _phys_aliases(sg: Segs, e: np.ndarray) -> list[PhysAlias]:
-    """`sg` sorted by output address. Clusters of overlapping outputs are found with one running
-    maximum; only clusters with an overlap are looked at in Python."""
-    reach = np.maximum.accumulate(e)
-    overlap = np.zeros(len(sg), dtype=bool)
-    overlap[1:] = sg.p[1:] < reach[:-1]
+def _phys_aliases(by: _ByPhys) -> list[PhysAlias]:
+    """Clusters of overlapping outputs are found with one running maximum; only clusters with
+    an overlap are looked at in Python."""
+    n = len(by.p)
+    reach = np.maximum.accumulate(by.e)
+    overlap = np.zeros(n, dtype=bool)
+    overlap[1:] = by.p[1:] < reach[:-1]
     if not overlap.any():
         return []
-    new = ~overlap
-    firsts = np.flatnonzero(new)
-    lasts = np.concatenate((firsts[1:], [len(sg)]))
+    firsts = np.flatnonzero(~overlap)
+    lasts = np.concatenate((firsts[1:], [n]))
     out: list[PhysAlias] = []
     for a, z in zip(firsts.tolist(), lasts.tolist()):
         if z - a < 2:
             continue
-        p = [int(x) for x in sg.p[a:z]]
-        pe = [int(x) for x in e[a:z]]
+        p = by.p[a:z].tolist()
+        pe = by.e[a:z].tolist()
         # depth per elementary interval between the cluster's boundaries
         cuts = sorted(set(p) | set(pe))
         depth = [0] * (len(cuts) - 1)
@@ -514,32 +557,31 @@ def _phys_aliases(sg: Segs, e: np.ndarray) -> list[PhysAlias]:
                 x, y = p[i - a], pe[i - a]
                 if x < rhi and y > rlo:
                     ov_lo, ov_hi = max(x, rlo), min(y, rhi)
-                    v = int(sg.s[i]) + (ov_lo - x)
-                    maps.append((v, v + (ov_hi - ov_lo), int(sg.pg[i]), int(sg.pr[i])))
+                    v = by.iova(i, ov_lo)
+                    maps.append((v, v + (ov_hi - ov_lo), ov_lo, *by.attrs(i)))
             out.append(PhysAlias(rlo, rhi, max(depth[k:j + 1]), sorted(maps)))
             k = j + 1
     return out
 
 
-def _table_aliases(sg: Segs, e: np.ndarray, tables: list[tuple[int, int, int]]) -> list[TableAlias]:
+def _table_aliases(by: _ByPhys, tables: list[tuple[int, int, int]]) -> list[TableAlias]:
     if not tables:
         return []
     t_lo = np.array([t[0] for t in tables], dtype=np.uint64)
     t_hi = np.array([t[0] + t[1] for t in tables], dtype=np.uint64)
     t_reach = np.maximum.accumulate(t_hi)
     # per leaf: tables [first, last) may overlap it (every table before `first` ends at or below p)
-    first = np.searchsorted(t_reach, sg.p, "right")
-    last = np.searchsorted(t_lo, e, "left")
+    first = np.searchsorted(t_reach, by.p, "right")
+    last = np.searchsorted(t_lo, by.e, "left")
     out: list[TableAlias] = []
     for i in np.flatnonzero(last > first).tolist():
-        x, y = int(sg.p[i]), int(e[i])
+        x, y = int(by.p[i]), int(by.e[i])
         for k in range(int(first[i]), int(last[i])):
             addr, nbytes, level = tables[k]
             ov_lo, ov_hi = max(x, addr), min(y, addr + nbytes)
             if ov_lo < ov_hi:
-                v = int(sg.s[i]) + (ov_lo - x)
-                out.append(TableAlias(addr, level, nbytes, v, v + (ov_hi - ov_lo), ov_lo, int(sg.pg[i]),
-                                      int(sg.pr[i])))
+                v = by.iova(i, ov_lo)
+                out.append(TableAlias(addr, level, nbytes, v, v + (ov_hi - ov_lo), ov_lo, *by.attrs(i)))
     out.sort(key=lambda t: (t.table, t.iova))
     return out
 
@@ -692,7 +734,7 @@ def _diff_chunk(A: Segs, B: Segs, ignore: Sequence[str], st: DiffStats) -> Itera
     ub = U64(base)
     a_s, b_s = A.s - ub, B.s - ub
     a_e, b_e = a_s + A.ln, b_s + B.ln
-    pts = np.unique(np.concatenate((a_s, a_e, b_s, b_e)))
+    pts = _sorted_unique(np.concatenate((a_s, a_e, b_s, b_e)))
     lo, hi = pts[:-1], pts[1:]
     width = hi - lo
 
@@ -950,8 +992,8 @@ def print_aliases(dom: Domain, start: int, end: int, as_json: bool,
     if as_json:
         for a in phys:
             emit_json({"alias": "phys", "phys": f"{a.phys:#x}", "end": f"{a.end:#x}", "depth": a.depth,
-                       "mappings": [{"iova": f"{v:#x}", "end": f"{e:#x}", "pgsize": pg, "prot": prot_str(pr)}
-                                    for v, e, pg, pr in a.mappings]})
+                       "mappings": [{"iova": f"{v:#x}", "end": f"{e:#x}", "phys": f"{p:#x}", "pgsize": pg,
+                                     "prot": prot_str(pr)} for v, e, p, pg, pr in a.mappings]})
         for t in tabs:
             emit_json({"alias": "table", "table": f"{t.table:#x}", "level": t.level, "bytes": t.nbytes,
                        "iova": f"{t.iova:#x}", "end": f"{t.end:#x}", "phys": f"{t.phys:#x}", "pgsize": t.pgsize,
@@ -965,7 +1007,7 @@ def print_aliases(dom: Domain, start: int, end: int, as_json: bool,
         table(f"{dom.name}: physical ranges mapped at more than one IOVA",
               ["phys", "end", "size", "depth", "iovas"],
               ([f"{a.phys:#x}", f"{a.end:#x}", fmt_size(a.end - a.phys), a.depth,
-                " ".join(f"{v:#x}-{e:#x}({fmt_size(pg)},{prot_str(pr)})" for v, e, pg, pr in a.mappings)]
+                " ".join(f"{v:#x}-{e:#x}({fmt_size(pg)},{prot_str(pr)})" for v, e, _p, pg, pr in a.mappings)]
                for a in phys), justify_right=("size", "depth"))
     if tabs:
         table(f"{dom.name}: page tables mapped by the domain",

@@ -187,6 +187,18 @@ def test_diff_at_the_top_of_the_address_space() -> None:
         Change("changed", TOP - M2, TOP, Side(0x8000_0000, M2, RW), Side(0x8000_0000, K4, RW))]
 
 
+def test_reverse_and_aliases_at_the_top_of_the_address_space() -> None:
+    d = build("arm-lpae-s1", [(TOP - M2, 0x8000_0000, M2, "rw"), (0xFFFF_0000_0000_0000, 0x8000_0000, K4, "r")],
+              "{quirks: [arm-ttbr1]}")
+    assert [(h.iova, h.leaf_end) for h in reverse_pas(d, [0x801F_F000])[0x801F_F000]] == [(TOP - K4, TOP)]
+    phys, _ = find_aliases(d)
+    assert phys == [PhysAlias(0x8000_0000, 0x8000_1000, 2, [(0xFFFF_0000_0000_0000, 0xFFFF_0000_0000_1000,
+                                                             0x8000_0000, K4, R),
+                                                            (TOP - M2, TOP - M2 + K4, 0x8000_0000, M2, RW)])]
+    s = phys_summary(d, TOP - (1 << 48), TOP, 0x801F_F000, 0x8020_0000)
+    assert (s.mapped, s.runs) == (K4, 1)
+
+
 def _pages(d: Domain, lo: int, hi: int) -> dict[int, tuple[int, int, int]]:
     """Per 4K IOVA page: (phys, page size, prot), from the plain leaf list."""
     out = {}
@@ -369,9 +381,9 @@ def test_phys_aliases() -> None:
     d = build("arm-lpae-s1", [(M1, 0x8000_0000, 0x4_0000, "rw"), (0x4000_0000, 0x8000_0000, M2, "r"),
                               (0x5000_0000, 0x8003_F000, K4, "rw"), (0x6000_0000, 0x9000_0000, 0x4000, "rw")])
     phys, _ = find_aliases(d)
-    assert phys == [PhysAlias(0x8000_0000, 0x8004_0000, 3, [(M1, M1 + 0x4_0000, K4, RW),
-                                                            (0x4000_0000, 0x4004_0000, M2, R),
-                                                            (0x5000_0000, 0x5000_1000, K4, RW)])]
+    assert phys == [PhysAlias(0x8000_0000, 0x8004_0000, 3, [(M1, M1 + 0x4_0000, 0x8000_0000, K4, RW),
+                                                            (0x4000_0000, 0x4004_0000, 0x8000_0000, M2, R),
+                                                            (0x5000_0000, 0x5000_1000, 0x8003_F000, K4, RW)])]
     # restricted to a physical window that misses the alias
     assert find_aliases(d, phys_window=(0x9000_0000, 0x9100_0000)) == ([], [])
 
@@ -395,8 +407,10 @@ def test_table_pages_mapped_by_the_domain(tmp_path: Path, capsys: pytest.Capture
     code, rows, _ = run(capsys, "walk", path, "--aliases", "--json")
     assert code == 0
     assert rows[0] == {"alias": "phys", "phys": "0x40000000", "end": "0x40001000", "depth": 2,
-                       "mappings": [{"iova": "0x70000000", "end": "0x70001000", "pgsize": 4096, "prot": "r"},
-                                    {"iova": "0x71000000", "end": "0x71001000", "pgsize": 4096, "prot": "rw"}]}
+                       "mappings": [{"iova": "0x70000000", "end": "0x70001000", "phys": "0x40000000",
+                                     "pgsize": 4096, "prot": "r"},
+                                    {"iova": "0x71000000", "end": "0x71001000", "phys": "0x40000000",
+                                     "pgsize": 4096, "prot": "rw"}]}
     assert rows[2] == {"alias": "table", "table": "0x40000000", "level": 0, "bytes": 4096, "iova": "0x71000000",
                        "end": "0x71001000", "phys": "0x40000000", "pgsize": 4096, "prot": "rw", "writable": True}
     assert rows[-1]["summary"] == {"phys_aliases": 1, "aliased_bytes": 4096, "mapped_tables": 4,
@@ -454,3 +468,27 @@ def test_bench_image_is_what_the_kernel_map_writes(tmp_path: Path) -> None:
     s = phys_summary(d, 0, 1 << 48, lo, lo + (1 << 28))
     inside = int(((phys >= np.uint64(lo)) & (phys < np.uint64(lo + (1 << 28)))).sum())
     assert (s.mapped, s.runs) == (inside * K4, inside)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 63), st.integers(0, 40), st.sampled_from([1, 2, 3, 16, 512])),
+                max_size=8))
+def test_aliases_match_per_page_count(items: list[tuple[int, int, int]]) -> None:
+    # phys pages drawn from a small pool so that aliases are common
+    maps = _maps([(slot, page, n, "rw") for slot, page, n in items])
+    d = build("arm-lpae-s1", maps)
+    reached: dict[int, list[int]] = {}
+    for v, p, size, *_ in d.walker.iter_leaves(0, 1 << 48):
+        for off in range(0, size, K4):
+            reached.setdefault(p + off, []).append(v + off)
+    want = {p: sorted(vs) for p, vs in reached.items() if len(vs) > 1}
+    phys, tabs = find_aliases(d)
+    got: dict[int, list[int]] = {}
+    for a in phys:
+        assert a.depth == max(len(want[p]) for p in range(a.phys, a.end, K4))
+        for v, e, p0, _pg, _pr in a.mappings:
+            assert a.phys <= p0 and p0 + (e - v) <= a.end
+            for off in range(0, e - v, K4):
+                got.setdefault(p0 + off, []).append(v + off)
+    assert {p: sorted(vs) for p, vs in got.items()} == want
+    assert tabs == []  # the pool 0x8000_0000.. holds no tables (tables_at 0x4000_0000)
