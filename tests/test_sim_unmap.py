@@ -128,13 +128,13 @@ def test_physical_address_0_looks_like_a_hole_to_the_legacy_loop() -> None:
 
 
 def test_panthor_short_unmap_probes_from_the_op_start() -> None:
-    # BO [B-8K, B+16K), B 2M-aligned, hole at B+8K. Step 2 unmap_pages(B, 4K, 4) clears B and
+    # one VMA (--area) [B-8K, B+16K), B 2M-aligned, hole at B+8K. Step 2 unmap_pages(B, 4K, 4) clears B and
     # B+4K and returns 8K; the kernel then probes iova + unmapped_sz with iova the op's start
     # (B-8K): B (just cleared), B+4K (cleared) -> 16K = the whole step: B+12K stays mapped.
     b = 0x1000_0000
     d = domain(f"  - {{iova: {b - 8 * K:#x}, phys: 0x80000000, size: 16K}}\n"
                f"  - {{iova: {b + 12 * K:#x}, phys: 0x90000000, size: 4K}}", "driver: panfrost")
-    r = simulate(d, "panthor", b - 8 * K, b + 16 * K, mode="replay")
+    r = simulate(d, "panthor", b - 8 * K, b + 16 * K, [(b - 8 * K, b + 16 * K)], mode="replay")
     for algo in (r.legacy, r.length_aware):
         c = algo.counts
         assert (c.translations, c.unmaps, c.syncs) == (3, 2, 1)
@@ -145,7 +145,7 @@ def test_panthor_hole_in_the_first_step() -> None:
     b = 0x1000_0000
     d = domain(f"  - {{iova: {b:#x}, phys: 0x80000000, size: 8K}}\n"
                f"  - {{iova: {b + 12 * K:#x}, phys: 0x90000000, size: 4K}}", "driver: panfrost")
-    r = simulate(d, "panthor", b, b + 16 * K, mode="replay")
+    r = simulate(d, "panthor", b, b + 16 * K, [(b, b + 16 * K)], mode="replay")
     c = r.legacy.counts
     assert (c.translations, c.unmaps) == (2, 2)  # B+8K missed, B+12K found; then unmap 4K x 1
     assert r.ok
@@ -159,3 +159,36 @@ def test_selftest_stops_at_the_first_hole() -> None:
         assert r.length_aware.counts.translations == 2
         assert r.legacy.stop == V + 2 * M
         assert r.ok
+
+
+def test_write_after_image_loads_back(tmp_path: object) -> None:
+    """--write-after: the table segments as the teardown leaves them, and a domain YAML for them."""
+    from iommuctl.cli import cli
+
+    d = tmp_path / "d.yaml"  # type: ignore[operator]
+    d.write_text(f"format: arm-lpae-s1\nmappings:\n  - {{iova: {V:#x}, phys: 0x80000000, size: 4M}}\n"
+                 f"  - {{iova: {V + 4 * M:#x}, phys: 0x90001000, size: 2M}}\n"
+                 f"  - {{iova: 0x50000000, phys: 0xa0000000, size: 64K}}\n")
+    out = tmp_path / "after.bin"  # type: ignore[operator]
+    res = CliRunner().invoke(cli, ["unmap-sim", str(d), "--range", f"{V:#x}+6M", "--caller", "vfio",
+                                   "--write-after", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    info = json.loads(lines[-1])
+    (tmp_path / "after.yaml").write_text(info["yaml"])  # type: ignore[operator]
+    after = load_domain_text(info["yaml"], str(tmp_path))
+    assert not after.translate(V).mapped and not after.translate(V + 5 * M).mapped
+    # the 2M of 4K pages went by one 2M request: its level-2 table pointer is cleared
+    assert after.translate(V + 4 * M).entries_read == 3
+    t = after.translate(0x50000000)
+    assert t.mapped and t.phys == 0xa0000000  # outside the range: untouched
+
+
+def test_page_size_16k_steps_and_counts() -> None:
+    # a 16K-PAGE_SIZE kernel on 4K IOMMU pages: the legacy loop steps 16K (callers.md: P)
+    d = domain(f"  - {{iova: {V:#x}, phys: 0x80000000, size: 1M}}")
+    r = simulate(d, "vfio", V, V + M, page=16 * K)
+    assert r.ok
+    assert r.legacy.counts.translations == 64  # 1M / 16K, one extent, no failing probe
+    assert r.length_aware.counts.translations == 256  # one per 4K PTE
+    assert r.legacy.unpins == [(V, 0x80000000 >> 14, 64)]  # pfns in 16K units

@@ -87,15 +87,11 @@ class CallerResult:
 
 
 def stretches(domain: Any, lo: int, hi: int) -> list[tuple[int, int]]:
-    """IOVA-contiguous mapped stretches of [lo, hi), clipped: IOMMUFD's areas by default."""
-    out: list[tuple[int, int]] = []
-    for v, _, s in leaf_list(domain, lo, hi):
-        a, b = max(v, lo), min(v + s, hi)
-        if out and out[-1][1] == a:
-            out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
+    """IOVA-contiguous mapped stretches of [lo, hi), clipped: IOMMUFD's areas and the GPU
+    callers' mappings by default."""
+    from .runcount import mapped_stretches
+
+    return mapped_stretches(domain.walker, lo, hi)
 
 
 def _replay_algo(domain: Any, caller: str, units: list[tuple[int, int]], page: int, la: bool, heap: bool,
@@ -162,7 +158,7 @@ def _check(domain: Any, caller: str, units: list[tuple[int, int]], leg: AlgoResu
         for v, p, s in before:
             for a, b in units:
                 x0, x1 = max(v, a), min(v + s, b)
-                for q in range(x0, x1, page):
+                for q in range(-(-x0 // page) * page, x1, page):  # the PAGE_SIZE pages it holds
                     expected[q] = (p + q - v) >> (page.bit_length() - 1)
         for name, res in (("legacy", leg), ("length-aware", la)):
             got = [(iova, pfn, n) for iova, pfn, n in res.unpins]
@@ -197,9 +193,12 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
         for (_, b), (a2, _) in zip(units, units[1:]):
             if a2 < b:
                 raise UserError(f"--area ranges overlap at {a2:#x}")
+    elif caller in ("panfrost", "panthor") and not heap:
+        # a GPU unmap is of one mapping (a BO, a VMA): by default each mapped stretch is one
+        units = stretches(domain, start, end)
     else:
         units = [(start, end)]
-    spans = list(units)
+    spans = list(units) if units else [(start, end)]
     floor = floor_entries(domain, spans)
     pages = sum(b - a for a, b in units) // page
     notes: list[str] = []

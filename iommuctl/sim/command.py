@@ -144,8 +144,8 @@ def _write_after(orig: Any, after_mem: Any, out: str) -> str:
               help="replay: call by call on a copy of the tables; runs: counted from the leaf runs.")
 @click.option("--trace", is_flag=True, help=f"Print every call (ranges of at most {TRACE_LIMIT_PAGES} pages).")
 @click.option("--write-after", "write_after", type=click.Path(dir_okay=False), metavar="OUT.bin",
-              help="Write the tables as the (first caller's length-aware) teardown leaves them, and print a "
-                   "domain YAML referencing the image.")
+              help="Write the table memory as the first caller's length-aware teardown leaves it (replayed "
+                   "call by call: at most 4 M pages) and print a domain YAML referencing the image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per caller.")
 def unmap_sim(domain: str, range_: str | None, caller: str, page_size: str, areas: tuple[str, ...], heap: bool,
               mode: str, trace: bool, write_after: str | None, as_json: bool) -> None:

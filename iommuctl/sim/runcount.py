@@ -223,6 +223,23 @@ def _translate(walker: Any, q: int) -> Any:
         raise UserError(f"{walker.fmt.name} tables: walking {q:#x}: {e}") from None
 
 
+def mapped_stretches(walker: Any, lo: int, hi: int) -> list[tuple[int, int]]:
+    """IOVA-contiguous mapped stretches of [lo, hi), clipped to it."""
+    out: list[tuple[int, int]] = []
+    for ch in leaf_chunks(walker, lo, hi):
+        v, e = ch.iova, ch.iova + ch.size
+        brk = np.flatnonzero(v[1:] != e[:-1]) + 1 if len(v) > 1 else np.zeros(0, dtype=np.int64)
+        starts = [0] + brk.tolist()
+        ends = brk.tolist() + [len(v)]
+        for a, b in zip(starts, ends):
+            s0, s1 = max(int(v[a]), lo), min(int(e[b - 1]), hi)
+            if out and out[-1][1] == s0:
+                out[-1] = (out[-1][0], s1)
+            else:
+                out.append((s0, s1))
+    return out
+
+
 def check_runnable(fmt: PageTable, page: int) -> None:
     if page > fmt.levels[-1].block:
         raise NotRunnable(f"PAGE_SIZE {page:#x} is larger than the last level's {fmt.levels[-1].block:#x}")
