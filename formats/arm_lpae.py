@@ -43,6 +43,7 @@ from .base import (
     Translation,
     prot_str,
 )
+from .builder import iommu_pgsize
 from .lazy import np
 
 SZ_4K, SZ_16K, SZ_64K = 1 << 12, 1 << 14, 1 << 16
@@ -613,12 +614,26 @@ class ArmLpae(PageTable):
         return self.prot_to_pte(prot) | typ | self.to_pte_addr(phys)
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
-        """arm_lpae_map_pages: R or W needed (-EINVAL); every page's paddr >> oas must be 0
-        (-ERANGE). The IOVA range check (iaext) is the builder's window check."""
+        """arm_lpae_map_pages: R or W needed (-EINVAL), and `paddr >> oas` must be 0 (-ERANGE)
+        for the paddr of each call. The core (__iommu_map) calls it per iommu_pgsize() chunk and
+        again wherever a call stops at the end of a leaf table (arm_lpae_max_entries), so only
+        those paddrs are checked: pages later in one call may pass 2^oas, as in the kernel.
+        The IOVA range check (iaext) is the builder's window check."""
         if not prot & (IOMMU_READ | IOMMU_WRITE):
             raise ValueError("prot needs r or w (arm_lpae_map_pages refuses neither: -EINVAL)")
-        if (phys + size - 1) >> self.oas:
-            raise ValueError(f"phys {phys:#x}+{size:#x} is beyond oas ({self.oas} bits): -ERANGE")
+        i, p, n = iova, phys, size
+        last = (iova, phys, self.page_sizes[0], 1)
+        while n > 0:
+            pgsize, count = iommu_pgsize(self.pgsize_bitmap, i, p, n)
+            last = (i, p, pgsize, count)
+            i, p, n = i + pgsize * count, p + pgsize * count, n - pgsize * count
+        ci, cp, pgsize, count = last
+        table_span = (self.granule // 8) * pgsize  # the IOVA one leaf table of these pages covers
+        last_page = ci + (count - 1) * pgsize
+        call = max(ci, last_page - last_page % table_span)
+        if (cp + call - ci) >> self.oas:
+            raise ValueError(f"phys {phys:#x}+{size:#x}: map_pages at paddr {cp + call - ci:#x} is beyond "
+                             f"oas ({self.oas} bits): -ERANGE")
 
 
 _COMMON = {"granule": SZ_4K, "ias": 48, "oas": 48, "quirks": [], "page_size": 4096, "coherent_walk": True,

@@ -401,7 +401,13 @@ def test_map_refusals() -> None:
     with pytest.raises(ValueError, match="EINVAL"):
         b.map(0, 0, 4096, IOMMU_CACHE)  # neither READ nor WRITE
     with pytest.raises(ValueError, match="ERANGE"):
-        b.map(0, (1 << 40) - 4096, 8192, RW)  # the second page's paddr >> oas
+        b.map(0x10_0000, 1 << 40, 4096, RW)  # paddr >> oas
+    # The kernel checks paddr once per map_pages call: a call's later pages may pass 2^oas (the
+    # PTE then holds PA bit 40), but a call that starts a new leaf table is checked again.
+    b.map(0x8000_0000, (1 << 40) - 4096, 8192, RW)
+    assert b.walker.translate(0x8000_1000).phys == 1 << 40
+    with pytest.raises(ValueError, match="ERANGE"):
+        b.map(0x1F_F000, (1 << 40) - 4096, 8192, RW)
     with pytest.raises(ValueError, match="outside"):
         b.map(1 << 40, 0, 4096, RW)  # iaext
     b.map(0, 0x20_0000, 2 << 20, RW)
