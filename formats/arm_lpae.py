@@ -149,6 +149,7 @@ class ArmLpae(PageTable):
     root_register: ClassVar[str | None] = "ttbr"
     register_name: ClassVar[str] = "TTBR"
     prot_key_mask: ClassVar[int | None] = ~PTE_ADDR_MASK & U64  # prot is in the attribute bits only
+    leaf_replaces_table: ClassVar[bool] = True  # __arm_lpae_map: the old table is freed
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

@@ -83,6 +83,7 @@ class ArmV7s(PageTable):
     config_defaults = {"ias": 32, "oas": 32, "quirks": [], "page_sizes": list(V7S_PAGE_SIZES),
                        "mtk_4gb_mode": False}
     root_register = "ttbr"
+    leaf_replaces_table = True  # __arm_v7s_map: an L1 table under a new section is freed first
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

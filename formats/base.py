@@ -173,6 +173,8 @@ class PageTable:
     max_roots: ClassVar[int] = 1
     #: formats with no page table (virtio, fsl-pamu) set this False
     has_tables: ClassVar[bool] = True
+    #: map writes a leaf over an existing table (freeing it) instead of refusing with -EEXIST
+    leaf_replaces_table: ClassVar[bool] = False
     #: descriptor bits that decide leaf_prot (all but the address bits); lets the walker compute
     #: prot once for a batch of leaves whose attribute bits are all the same (the usual case)
     prot_key_mask: ClassVar[int | None] = None
@@ -358,6 +360,14 @@ class PageTable:
         """Called when a Walker binds this format to memory and roots: a format whose decoding
         depends on a domain-wide value only the tables show (exynos ZERO_LV2LINK) learns it
         here. Must not raise on unreadable memory (the walk reports that)."""
+
+    def grow_top(self, mem: Any, roots: Sequence[int], alloc: Any, iova: int, size: int,
+                 pgsize: int) -> list[int] | None:
+        """Called by the builder before it maps [iova, iova+size) starting with `pgsize` pages: a
+        format whose top table grows on demand (generic_pt PT_FEAT_DYNAMIC_TOP, increase_top)
+        allocates the new top tables with `alloc(size, align)`, updates its own levels and
+        returns the new roots; None when nothing changed (every other format)."""
+        return None
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         """Raise ValueError when the kernel's map would refuse this mapping."""

@@ -110,6 +110,7 @@ class Builder:
         chunks = []
         while size:
             pgsize, count = iommu_pgsize(fmt.pgsize_bitmap, iova, phys, size)
+            self._grow(iova, size, pgsize)
             for _ in range(count):
                 self.map_page(iova, phys, pgsize, prot)
                 iova += pgsize
@@ -123,6 +124,8 @@ class Builder:
         own mapping as iommu_map() would get them. Leaf tables are filled with numpy, so 16 M
         scattered pages cost table allocations, not a Python call per page."""
         fmt = self.fmt
+        if len(pages) and page in fmt.page_sizes:
+            self._grow(iova, page * len(pages), page)
         target, n = fmt.leaf_placement(page) if page in fmt.page_sizes else (-1, 0)
         if n != 1 or len(pages) == 0:
             for i, p in enumerate(pages.tolist()):
@@ -150,6 +153,13 @@ class Builder:
                 raise ValueError(f"iova {va:#x}+{count * page:#x} is already mapped (-EEXIST)")
             view[:] = raws[done:done + count]
             done += count
+
+    def _grow(self, iova: int, size: int, pgsize: int) -> None:
+        """Let a dynamic-top format add top levels before the map (generic_pt increase_top)."""
+        roots = self.fmt.grow_top(self.mem, self.roots, self.arena.alloc, iova, size, pgsize)
+        if roots is not None:
+            self.roots = roots
+            self.walker = Walker(self.fmt, self.mem, roots)
 
     def _table_for(self, iova: int, target: int) -> int:
         """The table at level index `target` that maps `iova`, allocating tables on the way."""
@@ -186,6 +196,10 @@ class Builder:
         raws = fmt.encode_leaves(phys, pgsize, lvl, prot, n)
         for k in range(idx, idx + n):
             entry = table + k * fmt.entry_size
-            if fmt.classify(self.walker.read_entry(entry), lvl) != 0:
+            kind = fmt.classify(self.walker.read_entry(entry), lvl)
+            # io-pgtable (LPAE __arm_lpae_map, v7s __arm_v7s_map) frees a table found where a
+            # leaf goes and writes the leaf: whatever was mapped below it is gone.
+            if kind != INVALID and not (kind == TABLE and fmt.leaf_replaces_table):
                 raise ValueError(f"iova {iova:#x} is already mapped (-EEXIST)")
-            self.mem.write_uint(entry, fmt.entry_size, raws[k - idx], fmt.byteorder)
+        for k in range(idx, idx + n):
+            self.mem.write_uint(table + k * fmt.entry_size, fmt.entry_size, raws[k - idx], fmt.byteorder)

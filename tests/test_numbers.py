@@ -59,3 +59,17 @@ def test_descriptor_encode_matches_construct() -> None:
     assert d.decode(raw) == {"xn": 3, "addr": 0x12345, "af": True, "sh": 3, "type": 3}
     with pytest.raises(ValueError):
         d.encode(sh=4)
+
+
+def test_block_over_a_table_replaces_it_as_io_pgtable_does() -> None:
+    # __arm_lpae_map: a table found where a block goes is freed and the block written.
+    from iommuctl.domain import load_domain_text
+
+    dom = load_domain_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 39, oas: 40}\nmappings:\n"
+                           "  - {iova: 0x40001000, phys: 0x80001000, size: 4K}\n"
+                           "  - {iova: 0x40000000, phys: 0x1000000000, size: 1G}\n")
+    t = dom.translate(0x40001000)
+    assert (t.phys, t.size) == (0x1000001000, 1 << 30)
+    with pytest.raises(Exception, match="EEXIST"):
+        load_domain_text("format: exynos\nmappings:\n  - {iova: 0x1000, phys: 0x1000, size: 4K}\n"
+                         "  - {iova: 0x0, phys: 0x100000, size: 1M}\n")
