@@ -517,3 +517,30 @@ def test_aliases_match_per_page_count(items: list[tuple[int, int, int]]) -> None
                 got.setdefault(p0 + off, []).append(v + off)
     assert {p: sorted(vs) for p, vs in got.items()} == want
     assert tabs == []  # the pool 0x8000_0000.. holds no tables (tables_at 0x4000_0000)
+
+
+_FUZZ_BASE: list[Domain] = []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 511),
+                          st.one_of(st.integers(0, (1 << 64) - 1), st.sampled_from([0x4000_0003, 0x4000_1003, 3, 1])),
+                          ), min_size=1, max_size=4))
+def test_junk_tables_give_answers_or_user_errors(edits: list[tuple[int, int, int]]) -> None:
+    # junk descriptors (random, pointing back at the root or the L1 table, bare type bits) in the
+    # six tables of a built domain: every analysis answers or raises UserError, nothing else
+    if not _FUZZ_BASE:
+        _FUZZ_BASE.append(build("arm-lpae-s1", [(M1, 0x8000_0000, 0x4_0000, "rw"), (0x4000_0000, 0x8000_0000, M2, "r"),
+                                                (0x7000_0000, 0x4000_0000, 0x6000, "rw")]))
+    base = _FUZZ_BASE[0]
+    d = base.copy()
+    for table, index, value in edits:
+        d.mem.write_uint(0x4000_0000 + table * K4 + index * 8, 8, value)
+    for call in (lambda: find_aliases(d), lambda: reverse_pas(d, [0x8000_0000, 0x4000_0000]),
+                 lambda: list(analysis.ReverseRange(d, 0x4000_0000, 0x9000_0000, 0, 1 << 48).runs()),
+                 lambda: phys_summary(d, 0, 1 << 48, 0, 1 << 40), lambda: list(diff_domains(base, d, 0, 1 << 48)),
+                 lambda: list(diff_domains(d, base, 0, 1 << 48))):
+        try:
+            call()
+        except UserError:
+            pass
