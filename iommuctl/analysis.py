@@ -29,7 +29,7 @@ from .cli import json_option, load
 from .domain import Domain
 from .errors import UserError
 from .numbers import fmt_size, parse_number
-from .walk import Summary, parse_range
+from .walk import Summary, batches, parse_range
 
 U64 = np.uint64
 TOP = 1 << 64
@@ -98,8 +98,10 @@ def segs_of(b: LeafBatch, start: int, end: int) -> Segs:
     return Segs(s, ln, p, size, b.prot.astype(np.int64), np.full(len(s), b.level, dtype=np.int16))
 
 
-def _leaves(dom: Domain, start: int, end: int) -> Iterator[Segs]:
-    for b in dom.leaves(start, end):
+def _leaves(dom: Domain, start: int, end: int, bar: bool = False) -> Iterator[Segs]:
+    """Clipped leaf pieces; `bar`: with walk's progress bar (one bar at a time: rich allows one
+    live display)."""
+    for b in (batches(dom, start, end) if bar else dom.leaves(start, end)):
         if len(b):
             sg = segs_of(b, start, end)
             if len(sg):
@@ -244,7 +246,7 @@ def reverse_pas(dom: Domain, pas: Iterable[int], start: int | None = None,
         return out
     sp = np.array(wanted, dtype=np.uint64)
     single = len(wanted) == 1
-    for b in dom.leaves(lo, hi):
+    for b in batches(dom, lo, hi):
         if not len(b):
             continue
         p, size = b.phys, b.size
@@ -314,7 +316,7 @@ class ReverseRange:
     def runs(self) -> Iterator[PhysRun]:
         plo, phi = self.plo, self.phi
         cur: PhysRun | None = None
-        for b in self.dom.leaves(self.start, self.end):
+        for b in batches(self.dom, self.start, self.end):
             if not len(b):
                 continue
             m = _phys_overlap(b.phys, b.size, plo, phi)
@@ -453,7 +455,7 @@ def find_aliases(dom: Domain, start: int | None = None, end: int | None = None,
     (batched across leaf tables) and its table visits."""
     lo, hi = _space(dom, start, end)
     cols: dict[str, list[np.ndarray]] = {"s": [], "ln": [], "p": [], "pg": [], "pr": []}
-    for sg in _leaves(dom, lo, hi):
+    for sg in _leaves(dom, lo, hi, bar=True):
         if phys_window is not None:
             sg = sg[_phys_overlap(sg.p, sg.ln, *phys_window)]
             if not len(sg):
@@ -651,8 +653,8 @@ class DiffStats:
 class _Feed:
     """One domain's clipped leaves, pulled batch by batch; everything below `frontier` is known."""
 
-    def __init__(self, dom: Domain, start: int, end: int) -> None:
-        self.it = _leaves(dom, start, end)
+    def __init__(self, dom: Domain, start: int, end: int, bar: bool = False) -> None:
+        self.it = _leaves(dom, start, end, bar)
         self.end = end
         self.buf: list[Segs] = []
         self.n = 0
@@ -700,7 +702,7 @@ def diff_domains(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[st
     domain are held at once."""
     st = stats if stats is not None else DiffStats()
     for lo, hi in _halves(start, end):
-        fa, fb = _Feed(a, lo, hi), _Feed(b, lo, hi)
+        fa, fb = _Feed(a, lo, hi, bar=True), _Feed(b, lo, hi)
         pending: Change | None = None
         last_cut = lo
         while True:
