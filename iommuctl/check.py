@@ -33,6 +33,7 @@ import click
 from formats.base import INVALID, LEAF, TABLE, U64, PageTable, WalkError
 from formats.lazy import np
 from formats.walker import TableFault, TableVisit, Walker, bad_leaf_sizes
+from iommuctl.memory import MemoryFault
 
 RULES = ("outside-memory", "cycle", "shared-table", "misaligned-table", "misaligned-leaf", "reserved-bits", "oas",
          "ias", "replica-mismatch", "leaf-size", "last-level-table", "undecodable")
@@ -271,9 +272,15 @@ class Checker:
             lo = (t.start - t.base) >> lvl.shift
             hi = min(((t.end - 1 - t.base) >> lvl.shift) + 1, lvl.entries)
             legal[max(lo, 0):max(hi, 0)] = True
+        ents = np.asarray(v.entries, dtype=np.uint64)
+        # A top level sized to the input space (pgd_bits, vasz) uses part of what the kernel
+        # allocates for it: the rest is where the other half (sign-extend, TTBR1) would be.
+        extra = self._root_tail(v)
+        if len(extra):
+            legal = np.concatenate((legal, np.zeros(len(extra), dtype=bool)))
+            ents = np.concatenate((ents, extra))
         if legal.all():
             return
-        ents = np.asarray(v.entries, dtype=np.uint64)
         out = np.flatnonzero(~legal & (ents != 0))
         if not len(out):
             return
@@ -282,9 +289,28 @@ class Checker:
         for k in np.flatnonzero(kinds != INVALID).tolist():
             i = int(out[k])
             r = int(ents[i])
+            where = "" if i < lvl.entries else f" (past the {lvl.entries} entries the input space uses)"
             yield Finding("ias", v.table + i * fmt.entry_size, lvl.num, i, r, v.table, None,
-                          f"live {fmt.kind_name(r, lvl, int(kinds[k]))} entry {i} of the top-level table lies "
-                          f"outside the input address space {spaces}")
+                          f"live {fmt.kind_name(r, lvl, int(kinds[k]))} entry {i} of the top-level table{where} "
+                          f"lies outside the input address space {spaces}")
+
+    def _root_tail(self, v: TableVisit) -> np.ndarray:
+        """Entries of the root's allocation (root_alloc) beyond the top level's own entries."""
+        fmt = self.fmt
+        try:
+            allocs = fmt.root_alloc()
+            k = self.w.roots.index(v.table) if v.table in self.w.roots else 0
+            size = int(allocs[min(k, len(allocs) - 1)][0])
+        except (ValueError, IndexError, TypeError, NotImplementedError):
+            return np.zeros(0, dtype=np.uint64)
+        n = size // fmt.entry_size - v.level.entries
+        if n <= 0 or n > 1 << 20:
+            return np.zeros(0, dtype=np.uint64)
+        try:
+            tail = self.w.mem.array(v.table + v.level.entries * fmt.entry_size, n, fmt.dtype)
+        except MemoryFault:  # the dump holds only the entries in use
+            return np.zeros(0, dtype=np.uint64)
+        return np.asarray(tail, dtype=np.uint64)
 
 
 def check_domain(domain: Any, start: int | None = None, end: int | None = None) -> tuple[list[Finding], Stats]:
