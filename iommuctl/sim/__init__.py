@@ -237,17 +237,18 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     out_units = list(units)
     stop: int | None = None
     holes: list[tuple[int, int]] = []
+    problems: list[tuple[int, str]] = []
     if caller == "iommufd":
         out_units = []
         for lo, hi in units:
-            a, b, areas = rc.iommufd_areas(w, lo, hi, page, implicit=not explicit)
+            a, b, areas = rc.iommufd_areas(w, lo, hi, page, implicit=not explicit, problems=problems)
             leg.add(a)
             la.add(b)
             out_units.extend(areas)
     else:
         for lo, hi in units:
             if caller == "vfio":
-                a, b = rc.vfio_unit(w, lo, hi, page, holes)
+                a, b = rc.vfio_unit(w, lo, hi, page, holes, problems)
             elif caller in ("panfrost", "panthor"):
                 a, b = rc.gpu_unit(w, lo, hi, page)
             else:
@@ -258,6 +259,9 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     res = CallerResult(caller, start, end, out_units, AlgoResult(leg), AlgoResult(la), floor, "runs",
                        page_size=page)
     res.legacy.stop = res.length_aware.stop = stop
+    if problems:
+        res.ok = False
+        res.mismatch = min(problems, key=lambda x: x[0])
     merged: list[tuple[int, int]] = []
     for h0, h1 in holes:  # units side by side: one hole across their boundary, as the replay sees it
         if merged and merged[-1][1] == h0:

@@ -20,6 +20,7 @@ from formats.builder import iommu_pgsize
 from formats.lazy import np
 from iommuctl.errors import UserError
 from iommuctl.memory import MemoryFault
+from iommuctl.resolver import translate as resolver_translate
 
 MAIN_KEYS = ("translations", "entries_read", "unmaps", "syncs", "unpin_calls", "unpinned_pages")
 
@@ -100,10 +101,8 @@ class SimDomain:
 
     # -- translation --------------------------------------------------------------------------
     def _translate(self, iova: int) -> Any:
-        try:
-            t = self.walker.translate(iova)
-        except WalkError as e:
-            raise UserError(f"{self.domain.name}: walking iova {iova:#x}: {e}") from None
+        # through the resolver, on this private copy (a WalkError becomes the user's error)
+        t = resolver_translate(self.domain, iova)
         self.c.translations += 1
         self.c.entries_read += t.entries_read
         return t

@@ -279,9 +279,9 @@ class UnitLeaves:
     def __iter__(self) -> Iterator[Leaves]:
         for ch in leaf_chunks(self.walker, self.lo, self.hi):
             v, s = ch.iova, ch.size
-            if not self.allow_cut:
-                if int(v[0]) < self.lo or int(v[-1]) + int(s[-1]) > self.hi:
-                    raise NotRunnable("a leaf is cut by the unit's edge")
+            if not self.allow_cut and (int(v[0]) < self.lo or int(v[-1]) + int(s[-1]) > self.hi):
+                raise NotRunnable("a leaf is cut by the unit's edge")
+            if True:
                 if int(s.min()) < self.page:
                     raise NotRunnable("a leaf is smaller than PAGE_SIZE")
                 if not (ch.phys != 0).all():
@@ -332,12 +332,69 @@ def classic_calls(fmt: PageTable, iova: int, size: int) -> int:
 HOLE_LIST_MAX = 4096
 
 
-def vfio_unit(walker: Any, lo: int, hi: int, page: int,
-              holes_out: list[tuple[int, int]] | None = None) -> tuple[Counts, Counts]:
+def edge_leaf(walker: Any, at: int, lo: int, hi: int) -> tuple[int, int, int] | None:
+    """(start, size, walk depth) of the leaf holding `at` when it sticks out of [lo, hi)."""
+    t = _translate(walker, at)
+    if not t.mapped:
+        return None
+    start = at - (at & (t.size - 1))
+    if start < lo or start + t.size > hi:
+        return start, t.size, t.entries_read
+    return None
+
+
+def _first_extent(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Counts]:
+    """A unit whose first leaf starts before it: the fast unmap from inside that leaf is
+    refused (0), vfio_sync_unpin syncs, the slow unmap is refused too, WARN, break. Only the
+    first extent is ever translated."""
+    leg, la = Counts(), Counts()
+    u64 = np.uint64
+    for ch in UnitLeaves(walker, lo, hi, page, allow_cut=True):
+        v, p, s, d = ch.iova, ch.phys, ch.size, ch.depth
+        e = v + s
+        brk = np.flatnonzero((v[1:] != e[:-1]) | (p[1:] != p[:-1] + s[:-1])) if len(v) > 1 else np.zeros(0, int)
+        j = int(brk[0]) if len(brk) else len(v) - 1
+        cp = ((np.minimum(e[:j + 1], u64(hi)) - np.maximum(v[:j + 1], u64(lo))) // u64(page)).astype(np.int64)
+        leg.translations += int(cp.sum())
+        leg.entries_read += int((cp * d[:j + 1]).sum())
+        la.translations += j + 1
+        la.entries_read += int(d[:j + 1].sum())
+        q = int(e[j])
+        if len(brk) or q >= hi:
+            if q < hi:  # the failing probe
+                dep = int(d[j + 1]) if int(v[j + 1]) == q else _probe_depth(walker, q)
+                for c in (leg, la):
+                    c.translations += 1
+                    c.entries_read += dep
+            break
+        nxt = next(iter(leaf_chunks(walker, q, hi)), None)
+        if nxt is None or int(nxt.iova[0]) != q or int(nxt.phys[0]) != int(p[j]) + int(s[j]):
+            dep = _probe_depth(walker, q)
+            for c in (leg, la):
+                c.translations += 1
+                c.entries_read += dep
+            break
+        # the extent runs on into the next chunk: continue from there
+        lo = q
+    for c in (leg, la):
+        c.unmaps, c.syncs, c.driver_unmaps, c.warns = 2, 2, 2, 3
+    return leg, la
+
+
+def vfio_unit(walker: Any, lo: int, hi: int, page: int, holes_out: list[tuple[int, int]] | None = None,
+              problems: list[tuple[int, str]] | None = None) -> tuple[Counts, Counts]:
     fmt = walker.fmt
     check_runnable(fmt, page)
+    cut_start = edge_leaf(walker, lo, lo, hi)
+    cut_end = edge_leaf(walker, hi - 1, lo, hi)
+    if (cut_start or cut_end) and is_iommupt(fmt):
+        raise NotRunnable("an iommupt unmap_range over a leaf cut by the unit's edge")
+    if cut_start:
+        if problems is not None:
+            problems.append((lo, f"legacy leaves {cut_start[1]:#x} mapped at {cut_start[0]:#x} in the range"))
+        return _first_extent(walker, lo, hi, page)
     sh = table_shape(walker, lo, hi)
-    ul = UnitLeaves(walker, lo, hi, page)
+    ul = UnitLeaves(walker, lo, hi, page, allow_cut=True)
     n_pages = (hi - lo) // page
     E = probes = 0
     mapped = 0
@@ -364,8 +421,9 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int,
             for a, b in first_gap + [(int(e[j]), int(v[j + 1])) for j in inner[:HOLE_LIST_MAX]]:
                 if a < b:
                     gaps.append((a, b))
-        mapped += int(s.sum(dtype=u64))
-        leg_ent += int(((s // u64(page)).astype(np.int64) * d).sum())
+        cs = np.minimum(e, u64(hi)) - v  # only the last leaf can stick out (a cut start returned above)
+        mapped += int(cs.sum(dtype=u64))
+        leg_ent += int(((cs // u64(page)).astype(np.int64) * d).sum())
         la_ent += int(d.sum())
         la_tr += len(v)
         # does the first leaf continue the previous chunk's extent?
@@ -408,7 +466,8 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int,
         prev_end, prev_pend = int(e[-1]), int(p[-1]) + int(s[-1])
     if prev_end is not None:
         E += 1
-        drv += close(cur_start, prev_end, cur_single)  # type: ignore[arg-type]
+        if not cut_end:
+            drv += close(cur_start, prev_end, cur_single)  # type: ignore[arg-type]
         if prev_end < hi:
             probes += 1
             probe_ent += _probe_depth(walker, prev_end)
@@ -424,6 +483,31 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int,
                  drv, syncs, holes, holes)
     la = Counts(la_tr + holes + probes, la_ent + hole_ent + probe_ent, E, syncs, E, mapped_pages,
                 drv, syncs, holes, holes)
+    if cut_end:
+        # the last extent [x, hi) ends inside the leaf [L, L+S): the fast unmap stops short at L
+        # (the partial large IOPTE is refused), the loop comes back to L, translates [L, hi)
+        # again, and both the fast and the slow unmap of it are refused: sync, WARN, break
+        big, size, dep = cut_end
+        x = cur_start if cur_start is not None else lo
+        tail = (hi - big) // page
+        ok_extents = E if big > x else E - 1
+        for c, extra_tr, extra_ent in ((leg, tail, tail * dep), (la, 1, dep)):
+            if big > x:
+                c.translations += extra_tr
+                c.entries_read += extra_ent
+                c.unmaps = E + 2
+                c.driver_unmaps += classic_calls(fmt, x, big - x) + 3
+                c.warns += 4
+            else:
+                c.unmaps = E + 1
+                c.driver_unmaps += 2
+                c.warns += 3
+            c.syncs = ok_extents // VFIO_IOMMU_TLB_SYNC_MAX + 2
+            c.driver_syncs = ok_extents // VFIO_IOMMU_TLB_SYNC_MAX + (1 if ok_extents % VFIO_IOMMU_TLB_SYNC_MAX else 0)
+            c.unpin_calls = ok_extents
+            c.unpinned_pages = mapped_pages - tail
+        if problems is not None:
+            problems.append((big, f"legacy leaves {size:#x} mapped at {big:#x} in the range"))
     return leg, la
 
 
@@ -446,10 +530,10 @@ class AreaAcc:
         self.end = start
         self.pend: int | None = None
 
-    def feed(self, v: np.ndarray, p: np.ndarray, s: np.ndarray, d: np.ndarray) -> None:
+    def feed(self, v: np.ndarray, p: np.ndarray, s: np.ndarray, d: np.ndarray, cs: np.ndarray) -> None:
+        """Leaves (iova, phys, size, depth) and the bytes of each inside the area (`cs`)."""
         page = self.page
         u64 = np.uint64
-        e = v + s
         new = np.empty(len(v), dtype=bool)
         new[0] = self.pend is None or int(p[0]) != self.pend
         if len(v) > 1:
@@ -461,7 +545,7 @@ class AreaAcc:
         for r, j in zip(rank[sel].tolist(), starts[sel].tolist()):
             self.run_first.append((int(r), int(v[j]), int(d[j])))
         self.runs += len(starts)
-        npages = (s // u64(page)).astype(np.int64)
+        npages = (cs // u64(page)).astype(np.int64)
         # longest run in pages, for MAX_NPFNS
         if len(starts):
             seg = np.add.reduceat(npages, starts)
@@ -470,15 +554,18 @@ class AreaAcc:
             self.run_len = int(seg[-1])
         else:
             self.run_len += int(npages.sum())
-        self.bytes += int(s.sum(dtype=u64))
+        self.bytes += int(cs.sum(dtype=u64))
         self.leaves += len(v)
         self.pages_depth += int((npages * d).sum())
         self.leaf_depth += int(d.sum())
-        self.end = int(e[-1])
+        self.end = int(v[-1]) + int(cs[-1]) if int(v[-1]) >= self.start else self.start + int(cs[-1])
         self.pend = int(p[-1]) + int(s[-1])
 
-    def counts(self) -> tuple[Counts, Counts, list[int]]:
-        """(legacy, length-aware, batch start IOVAs after the first)."""
+    def counts(self, cut_start: bool = False, cut_end: int | None = None) -> tuple[Counts, Counts, list[int]]:
+        """(legacy, length-aware, batch start IOVAs after the first). `cut_start`: the area
+        starts inside a leaf, so its first batch's iommu_unmap is refused at once (WARN in
+        iommu_unmap_nofail); `cut_end`: it ends inside the leaf starting there, so the last
+        batch's unmap stops short at it (WARN)."""
         n = self.bytes // self.page
         cap = batch_capacity(self.first_index + n - 1)
         runs = self.runs
@@ -489,21 +576,44 @@ class AreaAcc:
         extra_ent = sum(dep for _, _, dep in extra)
         cuts = [iova for _, iova, _ in extra]
         bounds = [self.start] + cuts + [self.end]
-        drv = sum(classic_calls(self.fmt, a, b - a) for a, b in zip(bounds, bounds[1:]))
-        leg = Counts(n + batches - 1, self.pages_depth + extra_ent, batches, batches, runs, n, drv, batches)
+        drv = warns = 0
+        syncs_driver = batches  # each batch's iommu_unmap syncs; the driver only if it unmapped
+        spans = list(zip(bounds, bounds[1:]))
+        for k, (a, b) in enumerate(spans):
+            # a refused unmap_pages WARNs ("partial large IOPTE"), then iommu_unmap_nofail does
+            if k == 0 and cut_start:
+                drv += 1
+                warns += 2
+                syncs_driver -= 1
+            elif k == len(spans) - 1 and cut_end is not None:
+                drv += (classic_calls(self.fmt, a, cut_end - a) if cut_end > a else 0) + 1
+                warns += 2
+                syncs_driver -= 0 if cut_end > a else 1
+            else:
+                drv += classic_calls(self.fmt, a, b - a)
+        leg = Counts(n + batches - 1, self.pages_depth + extra_ent, batches, batches, runs, n, drv, syncs_driver,
+                     warns)
         la = Counts(self.leaves + batches - 1, self.leaf_depth + extra_ent, batches, batches, runs, n, drv,
-                    batches)
+                    syncs_driver, warns)
         return leg, la, cuts
 
 
-def iommufd_areas(walker: Any, lo: int, hi: int, page: int, implicit: bool,
-                  first_index: int = 0) -> tuple[Counts, Counts, list[tuple[int, int]]]:
+def iommufd_areas(walker: Any, lo: int, hi: int, page: int, implicit: bool, first_index: int = 0,
+                  problems: list[tuple[int, str]] | None = None) -> tuple[Counts, Counts, list[tuple[int, int]]]:
     """Tear down the areas of [lo, hi): `implicit` -- every IOVA-contiguous mapped stretch is
     an area (IOAS_UNMAP over a range: the gaps between areas are never visited); else
     [lo, hi) is one area, which must have no hole."""
     fmt = walker.fmt
     check_runnable(fmt, page)
-    ul = UnitLeaves(walker, lo, hi, page)
+    cut_start = edge_leaf(walker, lo, lo, hi)
+    cut_end = edge_leaf(walker, hi - 1, lo, hi)
+    if (cut_start or cut_end) and is_iommupt(fmt):
+        raise NotRunnable("an iommupt unmap_range over a leaf cut by the unit's edge")
+    if problems is not None:
+        for cut, at in ((cut_start, lo), (cut_end, max(cut_end[0], lo) if cut_end else 0)):
+            if cut:
+                problems.append((at, f"legacy leaves {cut[1]:#x} mapped at {cut[0]:#x} in the range"))
+    ul = UnitLeaves(walker, lo, hi, page, allow_cut=True)
     leg_t, la_t = Counts(), Counts()
     areas: list[tuple[int, int]] = []
     acc: AreaAcc | None = None
@@ -511,15 +621,18 @@ def iommufd_areas(walker: Any, lo: int, hi: int, page: int, implicit: bool,
     def finish() -> None:
         nonlocal acc
         if acc is not None:
-            a, b, _ = acc.counts()
+            a, b, _ = acc.counts(bool(cut_start) and acc.start == lo,
+                                 cut_end[0] if cut_end and acc.end == hi else None)
             leg_t.add(a)
             la_t.add(b)
             areas.append((acc.start, acc.end))
             acc = None
 
+    u64 = np.uint64
     for ch in ul:
         v, p, s, d = ch.iova, ch.phys, ch.size, ch.depth
         e = v + s
+        cs = np.minimum(e, u64(hi)) - np.maximum(v, u64(lo))
         gaps = np.flatnonzero(v[1:] != e[:-1]) + 1 if len(v) > 1 else np.zeros(0, dtype=np.int64)
         cuts = [0] + gaps.tolist() + [len(v)]
         for a, b in zip(cuts, cuts[1:]):
@@ -530,10 +643,11 @@ def iommufd_areas(walker: Any, lo: int, hi: int, page: int, implicit: bool,
                     raise NotRunnable(f"the area has a hole at {acc.end:#x}")
                 finish()
             if acc is None:
-                if not implicit and int(v[a]) != lo:
+                first = max(int(v[a]), lo)
+                if not implicit and first != lo:
                     raise NotRunnable(f"the area has a hole at {lo:#x}")
-                acc = AreaAcc(fmt, page, int(v[a]), first_index)
-            acc.feed(v[a:b], p[a:b], s[a:b], d[a:b])
+                acc = AreaAcc(fmt, page, first, first_index)
+            acc.feed(v[a:b], p[a:b], s[a:b], d[a:b], cs[a:b])
     if acc is not None and not implicit and acc.end != hi:
         raise NotRunnable(f"the area has a hole at {acc.end:#x}")
     if acc is None and not implicit:
