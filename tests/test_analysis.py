@@ -83,7 +83,7 @@ SMALL = [(0x10_0000, 0x8000_0000, 0xF000, "r"), (0x10_F000, 0x8123_4000, 0x3000,
 # -- diff ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("other", ["arm-lpae-s2", "arm-lpae-32-s1", "arm-mali-lpae", "arm-v7s", "sun50i",
-                                   "tegra-smmu", "rockchip"])
+                                   "tegra-smmu", "rockchip", "vtdss", "x86-64", "riscv64", "s390"])
 def test_diff_same_mappings_in_two_formats_is_empty(other: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     if other not in FORMATS or not available(other):
@@ -112,6 +112,22 @@ def test_diff_across_formats_shows_page_size_and_prot_the_format_imposes() -> No
     assert changes == [Change("changed", M1, M1 + 0x4_0000, Side(0x8000_0000, K4, RW), Side(0x8000_0000, 0x1_0000, RW))]
     assert changes[0].what == ["pgsize"]
     assert list(diff_domains(a, b, 0, 1 << 32, ignore=("pgsize",))) == []
+
+
+@pytest.mark.parametrize("other,what", [("omap", "prot"), ("sprd", "prot"), ("mtk-v1", "prot"), ("amdv1", "pgsize")])
+def test_diff_across_formats_what_the_format_cannot_express(other: str, what: str) -> None:
+    # omap, sprd and mtk_v1 PTEs carry no permission bits: a read-only mapping reads back rw.
+    # amdv1 maps any power-of-two run as one contiguous PTE (its pgsize_bitmap has every size
+    # from 4K): iommu_pgsize splits the 60K mapping at 1M into 32K + 16K + 8K + 4K leaves.
+    if other not in FORMATS or not available(other):
+        pytest.skip(f"{other} not built yet")
+    a, b = build("arm-lpae-s1", SMALL), build(other, SMALL)
+    changes = list(diff_domains(a, b, 0, 1 << 32))
+    assert changes and all(c.kind == "changed" and c.what == [what] for c in changes)
+    if what == "prot":
+        assert changes == [Change("changed", 0x10_0000, 0x10_F000, Side(0x8000_0000, K4, R),
+                                  Side(0x8000_0000, K4, RW))]
+    assert list(diff_domains(a, b, 0, 1 << 32, ignore=(what,))) == []
 
 
 def test_diff_hand_built_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
