@@ -265,17 +265,18 @@ class AmdV1(GenericPt):
         return self._make_schema(kind, 0)
 
     def _make_schema(self, kind: int, sub: int) -> Descriptor:
-        shift = f"addr>>{self.granule_lg2}"
+        # the address field holds addr >> PT_GRANULE_LG2SZ (12; 11 for the mock)
+        unit = "pfn" if self.granule_lg2 == 12 else f"pfn{1 << self.granule_lg2 >> 10}k"
         if kind == TABLE:
-            return Descriptor("amdv1 PDE", 64, ("iw", 62, 62), ("ir", 61, 61), (f"table_{shift}", 51, 12),
+            return Descriptor("amdv1 PDE", 64, ("iw", 62, 62), ("ir", 61, 61), (f"table_{unit}", 51, 12),
                               ("next_level", 11, 9), ("a", 5, 5), ("pr", 0, 0))
         if kind == LEAF and sub:
             return Descriptor("amdv1 PTE, NextLevel=7 page size", 64, ("iw", 62, 62), ("ir", 61, 61),
-                              ("fc", 60, 60), (f"oa_{shift}_with_size_code", 51, 12), ("next_level", 11, 9),
+                              ("fc", 60, 60), (f"oa_{unit}_and_size_code", 51, 12), ("next_level", 11, 9),
                               ("d", 6, 6), ("a", 5, 5), ("pr", 0, 0))
         if kind == LEAF:
             return Descriptor("amdv1 PTE", 64, ("iw", 62, 62), ("ir", 61, 61), ("fc", 60, 60),
-                              (f"oa_{shift}", 51, 12), ("next_level", 11, 9), ("d", 6, 6), ("a", 5, 5),
+                              (f"oa_{unit}", 51, 12), ("next_level", 11, 9), ("d", 6, 6), ("a", 5, 5),
                               ("pr", 0, 0))
         return Descriptor("amdv1 not present", 64, ("pr", 0, 0))
 

@@ -107,7 +107,7 @@ class GenericPt(PageTable):
         self.requested_features = frozenset(feats)
         self.sme_me_mask = 0
         if self.has_sme:
-            self.sme_me_mask = self._int("sme_me_mask", 0)
+            self.sme_me_mask = self._int("sme_me_mask", config.get("sme_me_mask") or 0)
             m = self.sme_me_mask
             if m and (m & (m - 1) or not m & genmask(51, 12)):
                 raise ConfigError("sme_me_mask", f"{m:#x} is not one C-bit inside the address field [51:12] "
@@ -356,6 +356,9 @@ class GenericPt(PageTable):
             raise ValueError("prot needs r or w (map_range WARNs and returns -EINVAL)")
         if phys >> self.oas:
             raise ValueError(f"phys {phys:#x} is beyond oasz ({self.oas} bits): map_range returns -ERANGE")
+        if self.sme_me_mask and (phys | (phys + size - 1)) & self.sme_me_mask:
+            raise ValueError(f"phys {phys:#x}+{size:#x} reaches the SME C-bit {self.sme_me_mask:#x}: "
+                             f"memory encryption takes that bit from the physical address")
         self.set_prot(prot)
 
     def set_prot(self, prot: int) -> int:
