@@ -95,10 +95,11 @@ def stretches(domain: Any, lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 def _replay_algo(domain: Any, caller: str, units: list[tuple[int, int]], page: int, la: bool, heap: bool,
-                 trace: Callable[[str], None] | None) -> AlgoResult:
+                 trace: Callable[[str], None] | None, tick: Callable[[int], None] | None = None) -> AlgoResult:
     from . import gpu, iommufd, selftest, vfio
 
     sim = SimDomain(domain, page, trace)
+    sim.tick = tick
     res = AlgoResult(sim=sim)
     for lo, hi in units:
         if trace:
@@ -173,7 +174,9 @@ def _check(domain: Any, caller: str, units: list[tuple[int, int]], leg: AlgoResu
 
 def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[int, int]] | None = None,
              page: int = 4096, mode: str = "auto", heap: bool = False,
-             trace: Callable[[str], None] | None = None) -> CallerResult:
+             trace: Callable[[str], None] | None = None, tick: Callable[[int], None] | None = None) -> CallerResult:
+    """Run `caller`'s teardown of [start, end) legacy and length-aware. `tick(n)` is told of
+    every n translations a replay makes (progress)."""
     if caller not in CALLERS:
         raise UserError(f"unknown caller {caller!r} ({', '.join(CALLERS)})")
     if not domain.fmt.has_tables:
@@ -217,8 +220,8 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
         raise UserError(f"{pages} pages are too many to replay one by one (limit {REPLAY_LIMIT_PAGES})")
     if caller == "iommufd" and not explicit:
         units = stretches(domain, start, end)
-    leg = _replay_algo(domain, caller, units, page, False, heap, trace)
-    la = _replay_algo(domain, caller, units, page, True, heap, trace)
+    leg = _replay_algo(domain, caller, units, page, False, heap, trace, tick)
+    la = _replay_algo(domain, caller, units, page, True, heap, trace, tick)
     res = CallerResult(caller, start, end, units, leg, la, floor, "replay", notes=notes, page_size=page)
     bad = _check(domain, caller, units, leg, la, page) if units else None
     if bad is not None:

@@ -176,7 +176,12 @@ def unmap_sim(domain: str, range_: str | None, caller: str, page_size: str, area
                     emit_json({"trace": line, "caller": _name})
                 else:
                     sys.stdout.write(f"{_name}: {line}\n")
-        r = simulate(dom, name, start, end, spans, page, mode, heap, tracer)
+        from iommuctl.output import progress
+
+        units = spans or [(start, end)]
+        pages = sum(b - a for a, b in units) // page
+        with progress(2 * pages if mode != "runs" and pages > (1 << 16) else 0, f"unmap-sim {name}") as bar:
+            r = simulate(dom, name, start, end, spans, page, mode, heap, tracer, bar.advance)
         results.append(r)
         if as_json:
             emit_json(r.as_json())

@@ -97,6 +97,7 @@ class SimDomain:
         self.iommupt = is_iommupt(self.fmt)
         self.table_cap = caps_unmap_at_table_end(self.fmt)
         self.legacy_hook = self.fmt.legacy_iova_to_phys
+        self.tick: Callable[[int], None] | None = None  # progress: called every 65536 translations
         self._zero_invalidate = type(self.fmt).invalidate is PageTable.invalidate
 
     # -- translation --------------------------------------------------------------------------
@@ -104,6 +105,8 @@ class SimDomain:
         # through the resolver, on this private copy (a WalkError becomes the user's error)
         t = resolver_translate(self.domain, iova)
         self.c.translations += 1
+        if self.tick is not None and not self.c.translations & 0xFFFF:
+            self.tick(0x10000)
         self.c.entries_read += t.entries_read
         return t
 
