@@ -137,7 +137,7 @@ def _check(domain: Any, caller: str, units: list[tuple[int, int]], leg: AlgoResu
     if left_l != left_a:
         v = min(x[0] for x in left_l ^ left_a)
         problems.append((max(v, lo), "legacy and length-aware leave different mappings"))
-    pfn_at = first_pfn_difference(leg.unpins, la.unpins)
+    pfn_at = first_pfn_difference(leg.unpins, la.unpins, page.bit_length() - 1)
     if pfn_at is not None:
         problems.append((pfn_at, "legacy and length-aware unpin different PFNs"))
 
@@ -164,7 +164,7 @@ def _check(domain: Any, caller: str, units: list[tuple[int, int]], leg: AlgoResu
         for name, res in (("legacy", leg), ("length-aware", la)):
             got = [(iova, pfn, n) for iova, pfn, n in res.unpins]
             exp = [(q, pfn, 1) for q, pfn in sorted(expected.items())]
-            d = first_pfn_difference(got, exp)
+            d = first_pfn_difference(got, exp, page.bit_length() - 1)
             if d is not None:
                 problems.append((d, f"{name} unpins PFNs other than the mapped pages'"))
     if not problems:

@@ -337,7 +337,7 @@ def page_pfns(unpins: list[tuple[int, int, int]]) -> Counter[int]:
     return out
 
 
-def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, int]]) -> int | None:
+def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, int]], shift: int = 12) -> int | None:
     """The lowest IOVA whose unpinned PFN is in one multiset and not the other, or None."""
     ca, cb = page_pfns(a), page_pfns(b)
     if ca == cb:
@@ -348,7 +348,7 @@ def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, 
         for iova, pfn, n in unpins:
             for k in range(n):
                 if pfn + k in diff:
-                    v = iova + (k << 12)
+                    v = iova + (k << shift)
                     best = v if best is None else min(best, v)
                     break
     return best

@@ -17,11 +17,15 @@ IOMMUFD, per area (N pages, R pfn runs = extents, A = batch capacity, B = ceil(R
   both         unmaps B, syncs B, unpin calls R, pages N
 The B - 1 extra reads are of the first leaf of every A-th run (the page a full batch refused).
 
-These hold when the fast unmaps all succeed, which they do when each unit holds whole leaves
-(no leaf cut by the unit's edges), every leaf is at least PAGE_SIZE, and the legacy op is the
-plain one (0 only on a miss, and no leaf maps physical address 0, which the legacy loops would
-take for a hole). Anything else raises NotRunnable and the explicit replay takes over; the
-tests hold the two against each other.
+These hold when the fast unmaps all succeed, which they do when each unit holds whole leaves.
+A unit edge inside a leaf is counted as the kernel handles it (io-pgtable refuses to unmap part
+of a large IOPTE): VFIO stops at a cut first leaf after one refused fast and one refused slow
+unmap, and comes back once to a cut last leaf before giving up; an IOMMUFD batch whose unmap is
+refused still unpins (iommu_unmap_nofail only WARNs). Both are reported as the replay reports
+them (the block stays mapped). Every leaf must be at least PAGE_SIZE and the legacy op the
+plain one (0 only on a miss: no leaf may map physical address 0, which the legacy loops take
+for a hole); anything else, and any cut edge on an iommupt domain, raises NotRunnable and the
+explicit replay takes over. The tests hold the two against each other.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from formats.builder import iommu_pgsize
 from formats.lazy import np
 from iommuctl.errors import UserError
 
-from .core import AlgoResult, Counts, caps_unmap_at_table_end, is_iommupt
+from .core import Counts, caps_unmap_at_table_end, is_iommupt
 from .gpu import SZ_2M, gpu_steps
 from .iommufd import MAX_NPFNS, batch_capacity
 from .vfio import VFIO_IOMMU_TLB_SYNC_MAX
@@ -719,6 +723,3 @@ def selftest_unit(walker: Any, lo: int, hi: int) -> tuple[Counts, Counts, int | 
         return leg, la, pos
     return leg, la, None
 
-
-def empty_result(counts: Counts) -> AlgoResult:
-    return AlgoResult(counts=counts)
