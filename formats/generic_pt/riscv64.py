@@ -131,7 +131,7 @@ class RiscV64(GenericPt):
         if kind == TABLE:
             return raw & ~(V | PPN) & U64  # riscvpt_install_table: V | PPN only (A, D, U must be 0)
         if kind == LEAF:
-            ok = V | R | W | X | U | A | D | PPN
+            ok = V | R | W | X | U | A | D | PPN | N  # N is judged below
             bad = raw & ~ok & U64
             if raw & N:
                 if lvl.num == 0 and self.napot:
