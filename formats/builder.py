@@ -17,6 +17,8 @@ from .lazy import np
 from .walker import Walker
 
 ARENA_CHUNK = 2 << 20
+BULK_PAGES = 64  # contiguous pages of one size from which Builder.map fills leaf tables with numpy
+BULK_ENCODE = 1 << 16  # pages encoded per encode_leaf_vec call on that path
 
 
 def iommu_pgsize(pgsize_bitmap: int, iova: int, paddr: int, size: int) -> tuple[int, int]:
@@ -111,13 +113,49 @@ class Builder:
         while size:
             pgsize, count = iommu_pgsize(fmt.pgsize_bitmap, iova, phys, size)
             self._grow(iova, size, pgsize)
-            for _ in range(count):
-                self.map_page(iova, phys, pgsize, prot)
-                iova += pgsize
-                phys += pgsize
-            chunks.append((iova - pgsize * count, phys - pgsize * count, pgsize, count))
+            if count < BULK_PAGES or not self._map_bulk(iova, phys, pgsize, count, prot):
+                for k in range(count):
+                    self.map_page(iova + k * pgsize, phys + k * pgsize, pgsize, prot)
+            chunks.append((iova, phys, pgsize, count))
+            iova += pgsize * count
+            phys += pgsize * count
             size -= pgsize * count
         return chunks
+
+    def _map_bulk(self, iova: int, phys: int, pgsize: int, count: int, prot: int) -> bool:
+        """`count` contiguous pages of one size, a leaf table at a time with numpy: the same
+        descriptors map_page writes (one per page, encode_leaf_vec checked against encode_leaf),
+        so 16 M pages of a misaligned 64G mapping cost table fills, not 16 M Python calls.
+        False (nothing written) when the format's pages are not one plain entry each."""
+        fmt = self.fmt
+        target, n = fmt.leaf_placement(pgsize)
+        if n != 1 or type(fmt).encode_leaves is not PageTable.encode_leaves or phys + count * pgsize > 1 << 64:
+            return False
+        lvl = fmt.levels[target]
+        ends = np.array([phys, phys + (count - 1) * pgsize], dtype=np.uint64)
+        if fmt.encode_leaf_vec(ends, pgsize, lvl, prot).tolist() != [fmt.encode_leaf(int(p), pgsize, lvl, prot)
+                                                                     for p in ends.tolist()]:
+            return False
+        done = 0
+        raws, raws_at = np.zeros(0, dtype=np.uint64), 0  # descriptors of pages [raws_at, raws_at + len)
+        while done < count:
+            va = iova + done * pgsize
+            idx = fmt.index(va, lvl)
+            k = min(count - done, lvl.entries - idx)
+            table = self._table_for(va, target)
+            view = self.mem.array(table + idx * fmt.entry_size, k, fmt.dtype)
+            if (fmt.classify_vec(view, lvl) != INVALID).any():
+                for j in range(k):  # something is there: the page path's exact -EEXIST / replace rules
+                    self.map_page(va + j * pgsize, phys + (done + j) * pgsize, pgsize, prot)
+            else:
+                if done + k > raws_at + len(raws):  # encode a block of pages at once (encode_leaf_vec
+                    raws_at = done                  # may cost a fixed ~1 ms a call)
+                    n_enc = max(k, min(count - done, BULK_ENCODE))
+                    pa = np.uint64(phys + done * pgsize) + np.arange(n_enc, dtype=np.uint64) * np.uint64(pgsize)
+                    raws = fmt.encode_leaf_vec(pa, pgsize, lvl, prot)
+                view[:] = raws[done - raws_at:done - raws_at + k]
+            done += k
+        return True
 
     def map_scattered(self, iova: int, pages: np.ndarray, page: int, prot: int) -> None:
         """Map consecutive IOVA pages of `page` bytes to the physical pages in `pages`, each its
