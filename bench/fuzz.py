@@ -159,14 +159,43 @@ class Case:
     stdin: bytes = b""
 
 
-def domain_text(fmt_id: str, config: dict[str, Any], roots: list[int], image_base: int) -> str:
+def domain_text(fmt_id: str, config: dict[str, Any], roots: list[int], image_base: int,
+                ttbr: int | None = None, extra_memory: list[dict[str, Any]] | None = None) -> str:
     doc: dict[str, Any] = {"format": fmt_id, "config": config}
-    if len(roots) == 1:
+    if ttbr is not None:
+        doc["ttbr"] = f"{ttbr:#x}"
+    elif len(roots) == 1:
         doc["root"] = f"{roots[0]:#x}"
     else:
         doc["roots"] = [f"{r:#x}" for r in roots]
-    doc["memory"] = [{"file": "image.bin", "base": f"{image_base:#x}"}]
+    doc["memory"] = [{"file": "image.bin", "base": f"{image_base:#x}"}] + (extra_memory or [])
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def hostile_doc(rng: random.Random, b: Base, roots: list[int], image_len: int) -> tuple[str, str]:
+    """The domain file around a (mutated) image, itself sometimes hostile: the image read as
+    another format (format confusion), a junk root register value, or a sea of zero memory
+    around the image that far pointers land in. Returns (yaml text, what was done)."""
+    r = rng.random()
+    if r < 0.15:
+        # another table format (defaults) over the same bytes and root
+        others = [f for f in formats.available() if f != b.fmt_id and formats.get_format(f).has_tables]
+        fid = rng.choice(others)
+        cls = formats.get_format(fid)
+        return domain_text(fid, {}, roots[:cls.max_roots], b.base), f"read as {fid}"
+    if r < 0.3:
+        cls = formats.get_format(b.fmt_id)
+        if cls.root_register is not None:
+            reg = rng.choice([roots[0] | rng.getrandbits(12), rng.getrandbits(64), rng.getrandbits(32),
+                              roots[0] >> 12, roots[0] | (1 << 63), 0])
+            return domain_text(b.fmt_id, b.config, roots, b.base, ttbr=reg), f"ttbr {reg:#x}"
+    if r < 0.45:
+        end = b.base + image_len
+        sea = [{"zero": {"base": f"{end:#x}", "length": rng.choice(["1G", "1T", "4K", "64M"])}}]
+        if b.base >= 1 << 30:
+            sea.append({"zero": {"base": f"{b.base - (1 << 30):#x}", "length": "1G"}})
+        return domain_text(b.fmt_id, b.config, roots, b.base, extra_memory=sea), "zero sea"
+    return domain_text(b.fmt_id, b.config, roots, b.base), ""
 
 
 def _rand_value(rng: random.Random, bits: int) -> int:
@@ -469,9 +498,12 @@ def build_corpus(n: int, seed: int, available: set[str]) -> Iterator[Case]:
     while cid < n_image and bases:
         b = rng.choice(bases)
         img, roots, done = mutate_image(rng, b)
+        text, how = hostile_doc(rng, b, roots, len(img))
+        if how:
+            done.append(how)
         files = {"image.bin": bytes(img),
                  "clean.yaml": domain_text(b.fmt_id, b.config, b.roots, b.base).encode(),
-                 "d.yaml": domain_text(b.fmt_id, b.config, roots, b.base).encode()}
+                 "d.yaml": text.encode()}
         files["clean.yaml"] = files["clean.yaml"].replace(b"image.bin", b"clean.bin")
         files["clean.bin"] = b.image
         for argv, stdin in commands(rng, b, "d.yaml", available):
