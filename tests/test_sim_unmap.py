@@ -192,3 +192,20 @@ def test_page_size_16k_steps_and_counts() -> None:
     assert r.legacy.counts.translations == 64  # 1M / 16K, one extent, no failing probe
     assert r.length_aware.counts.translations == 256  # one per 4K PTE
     assert r.legacy.unpins == [(V, 0x80000000 >> 14, 64)]  # pfns in 16K units
+
+
+def test_shared_table_is_an_error_not_a_hang() -> None:
+    """Every L0 entry pointing at the one L1 table (a fuzzed image): the run count's table walk
+    refuses a table reached twice, as the shared walker does, instead of walking 512 copies."""
+    import pytest
+
+    from iommuctl.errors import UserError
+
+    d = domain(f"  - {{iova: {V:#x}, phys: 0x80000000, size: 2M}}")
+    root = d.roots[0]  # type: ignore[attr-defined]
+    raw = d.mem.read_uint(root, 8)  # type: ignore[attr-defined]
+    for i in range(1, 512):
+        d.mem.write_uint(root + 8 * i, 8, raw)  # type: ignore[attr-defined]
+    for caller in ("vfio", "iommufd"):
+        with pytest.raises(UserError, match="reached twice"):
+            simulate(d, caller, 0, 1 << 48, mode="runs")

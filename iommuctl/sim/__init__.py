@@ -25,7 +25,8 @@ UNCONFIRMED = {"vfio": True, "iommufd": True, "panfrost": False, "panthor": Fals
 GPU_FORMATS = ("arm-mali-lpae",)
 SELFTEST_FORMATS = ("amdv1-mock",)
 AUTO_REPLAY_PAGES = 1 << 14  # below this many pages, replay call by call (and check everything)
-REPLAY_LIMIT_PAGES = 1 << 22  # the most the replay is asked to do when the run model cannot
+FALLBACK_LIMIT_PAGES = 1 << 18  # auto: the most replayed when the run model does not apply
+REPLAY_LIMIT_PAGES = 1 << 22  # --mode replay: the most replayed (about a minute per million pages)
 
 
 def applicable(fmt: Any) -> list[str]:
@@ -212,9 +213,10 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
         except _NotRunnable as e:
             if mode == "runs":
                 raise UserError(f"{caller}: the run-based count does not cover this range ({e})") from None
-            if pages > REPLAY_LIMIT_PAGES:
+            if pages > FALLBACK_LIMIT_PAGES:
                 raise UserError(f"{caller}: the run-based count does not cover this range ({e}) and "
-                                f"{pages} pages are too many to replay one by one; narrow --range") from None
+                                f"{pages} pages are many to replay one by one: narrow --range, or ask "
+                                f"for it with --mode replay (up to {REPLAY_LIMIT_PAGES} pages)") from None
             notes.append(f"replayed call by call: {e}")
     if pages > REPLAY_LIMIT_PAGES and mode == "replay":
         raise UserError(f"{pages} pages are too many to replay one by one (limit {REPLAY_LIMIT_PAGES})")

@@ -154,7 +154,10 @@ class SimDomain:
     def _iommu_unmap(self, iova: int, size: int, g: Gather) -> int:
         if self.iommupt:
             self.c.driver_unmaps += 1
-            got = self.unmap_range(iova, size)
+            try:
+                got = self.unmap_range(iova, size)
+            except (WalkError, MemoryFault) as e:
+                raise UserError(f"{self.domain.name}: unmapping {iova:#x}: {e}") from None
             if got:
                 g.add_range(iova, got)
             return got

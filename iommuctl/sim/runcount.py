@@ -72,18 +72,19 @@ def table_shape(walker: Any, lo: int, hi: int) -> Shape:
     fmt: PageTable = walker.fmt
     sh = Shape()
     last = len(fmt.levels) - 1
+    seen = {t.table for t in walker.tops}  # as the walker: a table reached twice is an error
     try:
         for top in walker.tops:
             a, b = max(lo, top.start), min(hi, top.end)
             if a < b:
-                _shape(walker, fmt, top.table, top.level_index, top.level_index, top.base, a, b, sh, last)
+                _shape(walker, fmt, top.table, top.level_index, top.level_index, top.base, a, b, sh, last, seen)
     except WalkError as e:
         raise UserError(f"{walker.fmt.name} tables: {e}") from None
     return sh
 
 
 def _shape(walker: Any, fmt: PageTable, table: int, li: int, top_li: int, base: int, lo: int, hi: int,
-           sh: Shape, last: int) -> None:
+           sh: Shape, last: int, seen: set[int]) -> None:
     lvl = fmt.levels[li]
     depth = li - top_li + 1
     i0 = (lo - base) >> lvl.shift
@@ -109,6 +110,13 @@ def _shape(walker: Any, fmt: PageTable, table: int, li: int, top_li: int, base: 
     tab = np.flatnonzero(kinds == TABLE)
     if not len(tab):
         return
+    nxt = fmt.next_table_vec(ents[tab], lvl).astype(np.uint64) if hasattr(fmt, "next_table_vec") else \
+        np.array([fmt.next_table(int(ents[k]), lvl) for k in tab.tolist()], dtype=np.uint64)
+    kids = nxt.tolist()
+    if len(set(kids)) != len(kids) or not seen.isdisjoint(kids):
+        dup = next(k for i, k in enumerate(kids) if k in seen or k in kids[:i])
+        raise WalkError(dup, f"table at {dup:#x} is reached twice (a cycle or a shared table)")
+    seen.update(kids)
     if li + 1 == last:
         # last-level tables: their entries in range follow from the parent's index alone
         child = fmt.levels[last]
@@ -123,12 +131,11 @@ def _shape(walker: Any, fmt: PageTable, table: int, li: int, top_li: int, base: 
         sh.floor += middle * child.entries
         _add(sh.leaf_table_bytes, depth + 1, middle << lvl.shift)
         return
-    nxt = fmt.next_table_vec(ents[tab], lvl).astype(np.uint64) if hasattr(fmt, "next_table_vec") else None
     for j, k in enumerate(tab.tolist()):
         idx = i0 + k
         cbase = base + (idx << lvl.shift)
-        sub = int(nxt[j]) if nxt is not None else fmt.next_table(int(ents[k]), lvl)
-        _shape(walker, fmt, sub, li + 1, top_li, cbase, max(lo, cbase), min(hi, cbase + lvl.block), sh, last)
+        _shape(walker, fmt, int(kids[j]), li + 1, top_li, cbase, max(lo, cbase), min(hi, cbase + lvl.block), sh,
+               last, seen)
 
 
 def table_addresses(walker: Any) -> set[int]:
