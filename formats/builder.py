@@ -124,14 +124,17 @@ class Builder:
 
     def _map_bulk(self, iova: int, phys: int, pgsize: int, count: int, prot: int) -> bool:
         """`count` contiguous pages of one size, a leaf table at a time with numpy: the same
-        descriptors map_page writes (one per page, encode_leaf_vec checked against encode_leaf),
+        descriptors map_page writes (n identical entries per page as leaf_placement says,
+        encode_leaf_vec checked against encode_leaf),
         so 16 M pages of a misaligned 64G mapping cost table fills, not 16 M Python calls.
         False (nothing written) when the format's pages are not one plain entry each."""
         fmt = self.fmt
         target, n = fmt.leaf_placement(pgsize)
-        if n != 1 or type(fmt).encode_leaves is not PageTable.encode_leaves or phys + count * pgsize > 1 << 64:
-            return False
+        if type(fmt).encode_leaves is not PageTable.encode_leaves or phys + count * pgsize > 1 << 64:
+            return False  # a format that steps the address per copy (rockchip) keeps the page path
         lvl = fmt.levels[target]
+        if n < 1 or lvl.entries % n or fmt.index(iova, lvl) % n:
+            return False
         ends = np.array([phys, phys + (count - 1) * pgsize], dtype=np.uint64)
         if fmt.encode_leaf_vec(ends, pgsize, lvl, prot).tolist() != [fmt.encode_leaf(int(p), pgsize, lvl, prot)
                                                                      for p in ends.tolist()]:
@@ -141,9 +144,9 @@ class Builder:
         while done < count:
             va = iova + done * pgsize
             idx = fmt.index(va, lvl)
-            k = min(count - done, lvl.entries - idx)
+            k = min(count - done, (lvl.entries - idx) // n)  # pages (of n identical entries each)
             table = self._table_for(va, target)
-            view = self.mem.array(table + idx * fmt.entry_size, k, fmt.dtype)
+            view = self.mem.array(table + idx * fmt.entry_size, k * n, fmt.dtype)
             if (fmt.classify_vec(view, lvl) != INVALID).any():
                 for j in range(k):  # something is there: the page path's exact -EEXIST / replace rules
                     self.map_page(va + j * pgsize, phys + (done + j) * pgsize, pgsize, prot)
@@ -153,7 +156,8 @@ class Builder:
                     n_enc = max(k, min(count - done, BULK_ENCODE))
                     pa = np.uint64(phys + done * pgsize) + np.arange(n_enc, dtype=np.uint64) * np.uint64(pgsize)
                     raws = fmt.encode_leaf_vec(pa, pgsize, lvl, prot)
-                view[:] = raws[done - raws_at:done - raws_at + k]
+                part = raws[done - raws_at:done - raws_at + k]
+                view[:] = part if n == 1 else np.repeat(part, n)
             done += k
         return True
 

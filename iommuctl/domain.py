@@ -86,7 +86,10 @@ def leaf_count(fmt: PageTable, m: Mapping) -> int:
             pgsize, count = iommu_pgsize(fmt.pgsize_bitmap, iova, phys, size)
         except ValueError:
             return n + 1  # the builder reports the misalignment
-        n += count
+        try:  # a contiguous page (v7s/omap/exynos 64K, NAPOT, NL=7) is several entries
+            n += count * max(fmt.leaf_placement(pgsize)[1], 1)
+        except ValueError:
+            n += count
         iova, phys, size = iova + pgsize * count, phys + pgsize * count, size - pgsize * count
     return n
 
