@@ -11,6 +11,7 @@ import bisect
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from formats.lazy import np
 
@@ -184,6 +185,7 @@ class PhysMem:
             covered |= hit
             if seg.buf is None:
                 continue
+            lanes: Any
             if hit.all():
                 lanes, o = slice(None), off
             else:
@@ -222,7 +224,7 @@ class PhysMem:
             self._materialise(seg)
         off = addr - seg.base
         assert seg.buf is not None
-        seg.buf[off : off + size] = value.to_bytes(size, byteorder)
+        seg.buf[off : off + size] = value.to_bytes(size, "big" if byteorder == "big" else "little")
 
     def _materialise(self, seg: Segment) -> None:
         # Only zero segments lack a buffer; a zero region written to becomes real bytes.
