@@ -48,6 +48,18 @@ def _modules() -> list[str]:
     return sorted({v.split(":")[0] for v in FORMATS.values()})
 
 
+def available() -> list[str]:
+    """Format ids whose module is present in this build."""
+    out = []
+    for fid in FORMATS:
+        try:
+            get_format(fid)
+        except (ImportError, AttributeError):
+            continue
+        out.append(fid)
+    return out
+
+
 def get_format(fid: str) -> type[PageTable]:
     target = FORMATS.get(fid)
     if target is None:
