@@ -4,7 +4,6 @@ own images (fixtures/conformance/exynos-v5-*), and round trips through the build
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step, WalkError
+from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step, Translation, WalkError
 from formats.builder import Arena, Builder
 from formats.exynos import Exynos, parse_version
 from formats.walker import Walker
 from iommuctl.memory import PhysMem
-
-CONF = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
-PHYS_ADDR_MAX = (1 << 64) - 1
-K, M = 1 << 10, 1 << 20
-RW = IOMMU_READ | IOMMU_WRITE
+from tests import format_harness as h
+from tests.format_harness import PHYS_ADDR_MAX, RW, K, M
 
 
 def v3() -> Exynos:
@@ -173,29 +169,19 @@ def test_unmapped_slots_without_zero_link_detection_are_a_shared_table() -> None
 
 # -- the kernel's images ---------------------------------------------------------------------------
 
+def make(user: dict) -> Exynos:
+    return Exynos({"pa_bits": None, **user})
+
+
 def load_case(name: str) -> tuple[dict, Exynos, Walker]:
-    case = json.loads((CONF / name / "case.json").read_text())
-    fmt = Exynos({"pa_bits": None, **case["config"]["user"]})
-    mem = PhysMem()
-    mem.add_file(CONF / name / "image.bin", case["image_base"])
-    return case, fmt, Walker(fmt, mem, fmt.root_from_register(case["roots"]["pt_base"]))
+    return h.load_case(name, make, "pt_base")
 
 
 @pytest.mark.parametrize("name", ["exynos-v5-1", "exynos-v5-3"])
 def test_kernel_image(name: str) -> None:
     case, fmt, w = load_case(name)
-    assert w.roots == [case["roots"]["root_table_phys"]]
     assert fmt.zero_link == case["config"]["kernel"]["ZERO_LV2LINK"]
-    for p in case["probes"]:
-        t = w.translate(p["iova"])
-        if p["expected_phys"] is None:
-            assert (t.phys, t.size) == (PHYS_ADDR_MAX, 0)
-        else:
-            assert (t.phys, t.size) == (p["expected_phys"], p["expected_pgsize"])
-        assert fmt.legacy_iova_to_phys(p["iova"], t) == p["kernel_iova_to_phys"]
-    want = {(c["iova"] + i * c["pgsize"], c["phys"] + i * c["pgsize"], c["pgsize"])
-            for m in case["mappings"] if not m["unmapped"] for c in m["chunks"] for i in range(c["count"])}
-    assert {(i, p, s) for i, p, s, *_ in w.iter_leaves(0, 1 << 32)} == want
+    h.check_kernel_image(case, fmt, w, roots=True)
 
 
 def test_exynos_v5_1_probe_by_hand() -> None:
@@ -211,14 +197,7 @@ def test_exynos_v5_1_probe_by_hand() -> None:
 def test_builder_writes_what_the_kernel_wrote(name: str) -> None:
     """The kernel's mappings, rebuilt: the same chunks (iommu_pgsize) and leaf descriptors."""
     case, _, w = load_case(name)
-    fmt = Exynos({"pa_bits": None, **case["config"]["user"]})
-    b = Builder(fmt, Arena(PhysMem(), 0x4000_0000))
-    for m in case["mappings"]:
-        if not m["unmapped"]:
-            chunks = b.map(m["iova"], m["phys"], m["size"], m["prot"])
-            assert chunks == [(c["iova"], c["phys"], c["pgsize"], c["count"]) for c in m["chunks"]]
-    built = Walker(fmt, b.mem, b.roots)
-    assert list(built.iter_leaves(0, 1 << 32)) == list(w.iter_leaves(0, 1 << 32))
+    h.check_builder_matches_kernel(case, make(case["config"]["user"]), w, chunks=True)
 
 
 def test_unmap_writes_zero_link_back() -> None:
@@ -248,33 +227,15 @@ def test_section_on_an_existing_lv2_table_is_refused() -> None:
 
 
 def test_junk_entries_never_crash() -> None:
-    rng = np.random.default_rng(1)
     f = v5()
-    mem = PhysMem()
-    mem.add_bytes(0x1000_0000, rng.integers(0, 1 << 32, 4096, dtype=np.uint64).astype("<u4").tobytes())
-    w = Walker(f, mem, [0x1000_0000])
-    for iova in rng.integers(0, 1 << 32, 200).tolist():
-        try:
-            t = w.translate(int(iova))
-        except WalkError:
-            continue
-        if t.mapped:
-            assert f.reserved_bits(t.raw or 0, f.levels[(t.level or 1) - 1], LEAF) >= 0
-    with pytest.raises(WalkError):
-        list(w.leaves(0, 1 << 32))
+
+    def leaf_is_checkable(t: Translation) -> None:
+        assert f.reserved_bits(t.raw or 0, f.levels[(t.level or 1) - 1], LEAF) >= 0
+
+    h.check_junk_never_crashes(f, np.random.default_rng(1), 4096, 200, leaf_is_checkable)
 
 
 # -- round trips -----------------------------------------------------------------------------------
-
-def greedy(page_sizes: list[int], iova: int, phys: int, size: int) -> list[tuple[int, int, int]]:
-    """iommu_pgsize's choice, page by page: the largest size aligned for iova and phys that fits."""
-    out = []
-    while size:
-        pg = max(s for s in page_sizes if not (iova | phys) & (s - 1) and s <= size)
-        out.append((iova, phys, pg))
-        iova, phys, size = iova + pg, phys + pg, size - pg
-    return out
-
 
 @st.composite
 def mappings(draw: st.DrawFn, pa_bits: int) -> list[tuple[int, int, int, int]]:
@@ -298,38 +259,15 @@ def mappings(draw: st.DrawFn, pa_bits: int) -> list[tuple[int, int, int, int]]:
 def test_round_trip(version: str, data: st.DataObject) -> None:
     f = Exynos({"version": version, "pa_bits": None})
     maps = data.draw(mappings(f.oas))
-    b = Builder(f, Arena(PhysMem(), 0x4000_0000 if version == "3.3" else 0x8_0000_0000))
     want = []
     for iova, phys, size, prot in maps:
-        b.map(iova, phys, size, prot)
         stored = prot if version == "5.0" else (IOMMU_READ if prot == IOMMU_READ else RW)
-        want += [(i, p, s, stored) for i, p, s in greedy(f.page_sizes, iova, phys, size)]
-    w = Walker(f, b.mem, b.roots)
-    got = [(i, p, s, pr) for i, p, s, _, pr, _ in w.iter_leaves(0, 1 << 32)]
-    assert got == sorted(want)
-    for iova, phys, size, _ in maps:
-        t = w.translate(iova + size - 1)
-        assert t.phys == phys + size - 1 and f.legacy_iova_to_phys(iova, t) == t.phys
+        want += [(i, p, s, stored) for i, p, s in h.greedy(f.page_sizes, iova, phys, size)]
+    h.check_round_trip(f, maps, want, 0x4000_0000 if version == "3.3" else 0x8_0000_0000, legacy=True)
 
 
 def test_example_domain_unmaps_to_empty() -> None:
-    """The bundled example:exynos builds, translates its mappings, and a private copy unmaps leaf by
-    leaf (as unmap-sim's callers do) down to an empty domain, the image untouched."""
-    from iommuctl.domain import load_domain
-
-    dom = load_domain("example:exynos")
-    assert dom.fmt.name == "exynos" and dom.description
-    leaves = [(int(b.iova[i]), int(b.size[i])) for b in dom.leaves(0, 1 << 32) for i in range(len(b))]
-    assert leaves and sum(s for _, s in leaves) == sum(m.size for m in dom.mappings)
-    for m in dom.mappings:
-        pages = getattr(m, "pages", None)  # scattered: one physical page per IOVA page
-        last = m.phys + m.size - 1 if pages is None else int(pages[-1]) + m.page - 1
-        assert dom.iova_to_phys_length(m.iova + m.size - 1)[0] == last
-    work = dom.copy()
-    for iova, size in leaves:
-        assert work.walker.unmap_leaf(iova, size) == size
-    assert list(work.walker.iter_leaves(0, 1 << 32)) == []
-    assert sum(int(b.size.sum()) for b in dom.leaves(0, 1 << 32)) == sum(s for _, s in leaves)
+    h.check_example_domain_unmaps_to_empty("exynos")
 
 
 def test_v3_domain_file_with_pt_base(tmp_path: Path) -> None:
@@ -360,23 +298,4 @@ def test_v3_domain_file_with_pt_base(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("config", [{"version": "3.3", "pa_bits": None}, {"version": "5.0", "pa_bits": None}])
 def test_vectorised_hooks_agree_with_scalar(config: dict) -> None:
-    """The numpy hooks the walker and check use give what the per-entry hooks give, on random
-    descriptors and on every low-bit pattern."""
-    f = Exynos(config)
-    rng = np.random.default_rng(7)
-    raws = np.concatenate([rng.integers(0, 1 << 32, 3000, dtype=np.uint64),
-                           np.arange(4096, dtype=np.uint64)]).astype("<u4")
-    for lvl in f.levels:
-        kinds = f.classify_vec(raws, lvl)
-        assert kinds.tolist() == [f.classify(int(r), lvl) for r in raws]
-        assert f.reserved_bits_vec(raws, lvl, kinds).tolist() == [
-            f.reserved_bits(int(r), lvl, int(k)) for r, k in zip(raws, kinds)]
-        leaf = raws[kinds == LEAF]
-        assert f.leaf_phys_vec(leaf, lvl).tolist() == [f.leaf_phys(int(r), lvl) for r in leaf]
-        assert f.leaf_size_vec(leaf, lvl).tolist() == [f.leaf_size(int(r), lvl) for r in leaf]
-        assert f.leaf_prot_vec(leaf, lvl).tolist() == [f.leaf_prot(int(r), lvl) for r in leaf]
-    pages = (rng.integers(0, 1 << (f.oas - 12), 64, dtype=np.uint64) << np.uint64(12))
-    lvl = f.levels[-1]
-    for prot in (0, IOMMU_READ, IOMMU_WRITE, RW):
-        assert f.encode_leaf_vec(pages, 4096, lvl, prot).tolist() == [
-            f.encode_leaf(int(p), 4096, lvl, prot) for p in pages]
+    h.check_vec_hooks_agree(Exynos(config))

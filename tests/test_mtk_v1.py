@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,8 +12,7 @@ from formats.mtk_v1 import MtkV1
 from formats.walker import Walker
 from iommuctl.domain import load_domain_text
 from iommuctl.memory import PhysMem
-
-CASES = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
+from tests import format_harness as h
 
 
 def fmt() -> MtkV1:
@@ -65,7 +61,7 @@ def test_legacy_drops_the_offset_and_ignores_valid() -> None:
 
 @pytest.mark.parametrize("name", ["mtk-v1-mt2701-1", "mtk-v1-mt2701-3"])
 def test_conformance_case(name: str) -> None:
-    case = json.loads((CASES / name / "case.json").read_text())
+    case = h.read_case(name)
     win = case["image_window"]
     lo, hi = win["table_phys"], win["table_phys"] + win["table_size"]
     img_lo, img_hi = case["image_base"], case["image_base"] + case["image_size"]
@@ -73,14 +69,8 @@ def test_conformance_case(name: str) -> None:
                     for b, e in ((lo, min(hi, img_lo)), (max(lo, img_hi), hi)) if e > b)
     dom = load_domain_text(
         f"format: mtk-v1\nttbr: {case['roots']['pt_base_addr']:#x}\n"
-        f"memory:\n  - file: image.bin\n    base: {img_lo:#x}\n{zeros}", CASES / name)
-    for p in case["probes"]:
-        t = dom.translate(p["iova"])
-        if p["expected_phys"] is None:
-            assert not t.mapped
-        else:
-            assert (t.phys, t.size) == (p["expected_phys"], p["expected_pgsize"])
-        assert dom.iova_to_phys(p["iova"]) == p["kernel_iova_to_phys"]
+        f"memory:\n  - file: image.bin\n    base: {img_lo:#x}\n{zeros}", h.CONF / name)
+    h.check_domain_probes(dom, case)
     leaves = {(i, p) for i, p, *_ in dom.walker.iter_leaves(0, 1 << 32)}
     want = {(c["iova"] + k * 4096, c["phys"] + k * 4096) for m in case["mappings"] if not m["unmapped"]
             for c in m["chunks"] for k in range(c["count"])}

@@ -4,24 +4,18 @@ the IOPGD_*/IOPTE_* macros, the 16-fold supersections and large pages, the kerne
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step, WalkError
+from formats.base import INVALID, IOMMU_READ, LEAF, TABLE, ConfigError, Step
 from formats.builder import Arena, Builder
 from formats.omap import Omap
 from formats.walker import Walker
 from iommuctl.memory import PhysMem
-
-CONF = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
-PHYS_ADDR_MAX = (1 << 64) - 1
-K, M = 1 << 10, 1 << 20
-RW = IOMMU_READ | IOMMU_WRITE
+from tests import format_harness as h
+from tests.format_harness import RW, K, M
 
 
 def omap() -> Omap:
@@ -75,24 +69,12 @@ def test_descriptors_by_hand() -> None:
 
 
 def load_case(name: str) -> tuple[dict, Omap, Walker]:
-    case = json.loads((CONF / name / "case.json").read_text())
-    fmt = Omap(dict(case["config"]["user"]))
-    mem = PhysMem()
-    mem.add_file(CONF / name / "image.bin", case["image_base"])
-    return case, fmt, Walker(fmt, mem, fmt.root_from_register(case["roots"]["mmu_ttb"]))
+    return h.load_case(name, Omap, "mmu_ttb")
 
 
 @pytest.mark.parametrize("name", ["omap-omap4-1", "omap-omap4-3"])
 def test_kernel_image(name: str) -> None:
-    case, fmt, w = load_case(name)
-    for p in case["probes"]:
-        t = w.translate(p["iova"])
-        want = (p["expected_phys"], p["expected_pgsize"]) if p["expected_phys"] is not None else (PHYS_ADDR_MAX, 0)
-        assert (t.phys, t.size) == want
-        assert fmt.legacy_iova_to_phys(p["iova"], t) == p["kernel_iova_to_phys"]
-    want_leaves = {(c["iova"] + i * c["pgsize"], c["phys"] + i * c["pgsize"], c["pgsize"])
-                   for m in case["mappings"] if not m["unmapped"] for c in m["chunks"] for i in range(c["count"])}
-    assert {(i, p, s) for i, p, s, *_ in w.iter_leaves(0, 1 << 32)} == want_leaves
+    h.check_kernel_image(*load_case(name))
 
 
 def test_supersection_in_the_kernel_image_by_hand() -> None:
@@ -113,13 +95,7 @@ def test_supersection_in_the_kernel_image_by_hand() -> None:
 @pytest.mark.parametrize("name", ["omap-omap4-1", "omap-omap4-3"])
 def test_builder_writes_what_the_kernel_wrote(name: str) -> None:
     case, _, w = load_case(name)
-    fmt = Omap(dict(case["config"]["user"]))
-    b = Builder(fmt, Arena(PhysMem(), 0x4000_0000))
-    for m in case["mappings"]:
-        if not m["unmapped"]:
-            chunks = b.map(m["iova"], m["phys"], m["size"], m["prot"])
-            assert chunks == [(c["iova"], c["phys"], c["pgsize"], c["count"]) for c in m["chunks"]]
-    assert list(Walker(fmt, b.mem, b.roots).iter_leaves(0, 1 << 32)) == list(w.iter_leaves(0, 1 << 32))
+    h.check_builder_matches_kernel(case, Omap(dict(case["config"]["user"])), w, chunks=True)
 
 
 def test_unmap_clears_all_replicas() -> None:
@@ -140,27 +116,7 @@ def test_unmap_clears_all_replicas() -> None:
 
 
 def test_junk_entries_never_crash() -> None:
-    rng = np.random.default_rng(3)
-    f = omap()
-    mem = PhysMem()
-    mem.add_bytes(0x1000_0000, rng.integers(0, 1 << 32, 4096, dtype=np.uint64).astype("<u4").tobytes())
-    w = Walker(f, mem, [0x1000_0000])
-    for iova in rng.integers(0, 1 << 32, 100).tolist():
-        try:
-            w.translate(int(iova))
-        except WalkError:
-            pass
-    with pytest.raises(WalkError):
-        list(w.leaves(0, 1 << 32))
-
-
-def greedy(page_sizes: list[int], iova: int, phys: int, size: int) -> list[tuple[int, int, int]]:
-    out = []
-    while size:
-        pg = max(s for s in page_sizes if not (iova | phys) & (s - 1) and s <= size)
-        out.append((iova, phys, pg))
-        iova, phys, size = iova + pg, phys + pg, size - pg
-    return out
+    h.check_junk_never_crashes(omap(), np.random.default_rng(3), 4096)
 
 
 @st.composite
@@ -181,57 +137,14 @@ def mappings(draw: st.DrawFn) -> list[tuple[int, int, int]]:
 @given(maps=mappings())
 def test_round_trip(maps: list[tuple[int, int, int]]) -> None:
     f = omap()
-    b = Builder(f, Arena(PhysMem(), 0x4000_0000))
-    want = []
-    for iova, phys, size in maps:
-        b.map(iova, phys, size, IOMMU_READ)
-        want += greedy(f.page_sizes, iova, phys, size)
-    w = Walker(f, b.mem, b.roots)
-    got = [(i, p, s) for i, p, s, _, pr, _ in w.iter_leaves(0, 1 << 32)]
-    assert got == sorted(want)
-    for iova, phys, size in maps:
-        assert w.translate(iova + size - 1).phys == phys + size - 1
+    want = [w for iova, phys, size in maps for w in h.greedy(f.page_sizes, iova, phys, size)]
+    h.check_round_trip(f, [(iova, phys, size, IOMMU_READ) for iova, phys, size in maps], want, with_prot=False)
 
 
 def test_example_domain_unmaps_to_empty() -> None:
-    """The bundled example:omap builds, translates its mappings, and a private copy unmaps leaf by
-    leaf (as unmap-sim's callers do) down to an empty domain, the image untouched."""
-    from iommuctl.domain import load_domain
-
-    dom = load_domain("example:omap")
-    assert dom.fmt.name == "omap" and dom.description
-    leaves = [(int(b.iova[i]), int(b.size[i])) for b in dom.leaves(0, 1 << 32) for i in range(len(b))]
-    assert leaves and sum(s for _, s in leaves) == sum(m.size for m in dom.mappings)
-    for m in dom.mappings:
-        pages = getattr(m, "pages", None)  # scattered: one physical page per IOVA page
-        last = m.phys + m.size - 1 if pages is None else int(pages[-1]) + m.page - 1
-        assert dom.iova_to_phys_length(m.iova + m.size - 1)[0] == last
-    work = dom.copy()
-    for iova, size in leaves:
-        assert work.walker.unmap_leaf(iova, size) == size
-    assert list(work.walker.iter_leaves(0, 1 << 32)) == []
-    assert sum(int(b.size.sum()) for b in dom.leaves(0, 1 << 32)) == sum(s for _, s in leaves)
+    h.check_example_domain_unmaps_to_empty("omap")
 
 
 @pytest.mark.parametrize("config", [{"pa_bits": 32}])
 def test_vectorised_hooks_agree_with_scalar(config: dict) -> None:
-    """The numpy hooks the walker and check use give what the per-entry hooks give, on random
-    descriptors and on every low-bit pattern."""
-    f = Omap(config)
-    rng = np.random.default_rng(7)
-    raws = np.concatenate([rng.integers(0, 1 << 32, 3000, dtype=np.uint64),
-                           np.arange(4096, dtype=np.uint64)]).astype("<u4")
-    for lvl in f.levels:
-        kinds = f.classify_vec(raws, lvl)
-        assert kinds.tolist() == [f.classify(int(r), lvl) for r in raws]
-        assert f.reserved_bits_vec(raws, lvl, kinds).tolist() == [
-            f.reserved_bits(int(r), lvl, int(k)) for r, k in zip(raws, kinds)]
-        leaf = raws[kinds == LEAF]
-        assert f.leaf_phys_vec(leaf, lvl).tolist() == [f.leaf_phys(int(r), lvl) for r in leaf]
-        assert f.leaf_size_vec(leaf, lvl).tolist() == [f.leaf_size(int(r), lvl) for r in leaf]
-        assert f.leaf_prot_vec(leaf, lvl).tolist() == [f.leaf_prot(int(r), lvl) for r in leaf]
-    pages = (rng.integers(0, 1 << (f.oas - 12), 64, dtype=np.uint64) << np.uint64(12))
-    lvl = f.levels[-1]
-    for prot in (0, IOMMU_READ, IOMMU_WRITE, RW):
-        assert f.encode_leaf_vec(pages, 4096, lvl, prot).tolist() == [
-            f.encode_leaf(int(p), 4096, lvl, prot) for p in pages]
+    h.check_vec_hooks_agree(Omap(config))

@@ -4,24 +4,18 @@ rk_mk_dte/rk_mk_pte/rk_mk_dte_v2/rk_mk_pte_v2, the stale-PTE unmap quirk, the ke
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step, WalkError
+from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step
 from formats.builder import Arena, Builder
 from formats.rockchip import Rockchip
 from formats.walker import Walker
 from iommuctl.memory import PhysMem
-
-CONF = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
-PHYS_ADDR_MAX = (1 << 64) - 1
-K, M = 1 << 10, 1 << 20
-RW = IOMMU_READ | IOMMU_WRITE
+from tests import format_harness as h
+from tests.format_harness import RW, K, M
 
 
 def rk(version: int) -> Rockchip:
@@ -80,12 +74,12 @@ def test_v2_descriptors_by_hand() -> None:
     assert f.reserved_bits(0x4000_0589, dt, TABLE) == 8  # DTE [3:1] reserved
 
 
+def make(user: dict) -> Rockchip:
+    return Rockchip({"pa_bits": None, **user})
+
+
 def load_case(name: str) -> tuple[dict, Rockchip, Walker]:
-    case = json.loads((CONF / name / "case.json").read_text())
-    fmt = Rockchip({"pa_bits": None, **case["config"]["user"]})
-    mem = PhysMem()
-    mem.add_file(CONF / name / "image.bin", case["image_base"])
-    return case, fmt, Walker(fmt, mem, fmt.root_from_register(case["roots"]["dte_addr"]))
+    return h.load_case(name, make, "dte_addr")
 
 
 def leaves_4k(case: dict) -> set[tuple[int, int, int]]:
@@ -98,14 +92,7 @@ CASES = ["rockchip-v1-1", "rockchip-v1-3", "rockchip-v2-1", "rockchip-v2-3"]
 
 @pytest.mark.parametrize("name", CASES)
 def test_kernel_image(name: str) -> None:
-    case, fmt, w = load_case(name)
-    assert w.roots == [case["roots"]["root_table_phys"]]
-    for p in case["probes"]:
-        t = w.translate(p["iova"])
-        want = (p["expected_phys"], p["expected_pgsize"]) if p["expected_phys"] is not None else (PHYS_ADDR_MAX, 0)
-        assert (t.phys, t.size) == want
-        assert fmt.legacy_iova_to_phys(p["iova"], t) == p["kernel_iova_to_phys"]
-    assert {(i, p, s) for i, p, s, *_ in w.iter_leaves(0, 1 << 32)} == leaves_4k(case)
+    h.check_kernel_image(*load_case(name), roots=True, leaves=leaves_4k)
 
 
 def test_stale_ptes_in_the_kernel_image_are_not_mappings() -> None:
@@ -124,14 +111,7 @@ def test_stale_ptes_in_the_kernel_image_are_not_mappings() -> None:
 def test_builder_writes_what_the_kernel_wrote(name: str) -> None:
     """Core pages of 4K..4M (iommu_pgsize on RK_IOMMU_PGSIZE_BITMAP) as runs of 4K PTEs."""
     case, _, w = load_case(name)
-    fmt = Rockchip({"pa_bits": None, **case["config"]["user"]})
-    b = Builder(fmt, Arena(PhysMem(), 0x4000_0000))
-    for m in case["mappings"]:
-        if not m["unmapped"]:
-            chunks = b.map(m["iova"], m["phys"], m["size"], m["prot"])
-            assert chunks == [(c["iova"], c["phys"], c["pgsize"], c["count"]) for c in m["chunks"]]
-    built = Walker(fmt, b.mem, b.roots)
-    assert list(built.iter_leaves(0, 1 << 32)) == list(w.iter_leaves(0, 1 << 32))
+    h.check_builder_matches_kernel(case, make(case["config"]["user"]), w, chunks=True)
 
 
 def test_map_over_a_stale_pte_and_unmap() -> None:
@@ -155,17 +135,7 @@ def test_map_over_a_stale_pte_and_unmap() -> None:
 def test_junk_entries_never_crash() -> None:
     rng = np.random.default_rng(2)
     for version in (1, 2):
-        f = rk(version)
-        mem = PhysMem()
-        mem.add_bytes(0x1000_0000, rng.integers(0, 1 << 32, 1024, dtype=np.uint64).astype("<u4").tobytes())
-        w = Walker(f, mem, [0x1000_0000])
-        for iova in rng.integers(0, 1 << 32, 100).tolist():
-            try:
-                w.translate(int(iova))
-            except WalkError:
-                pass
-        with pytest.raises(WalkError):
-            list(w.leaves(0, 1 << 32))
+        h.check_junk_never_crashes(rk(version), rng, 1024)
 
 
 @st.composite
@@ -188,57 +158,13 @@ def mappings(draw: st.DrawFn, pa_bits: int) -> list[tuple[int, int, int, int]]:
 def test_round_trip(version: int, data: st.DataObject) -> None:
     f = rk(version)
     maps = data.draw(mappings(f.oas))
-    b = Builder(f, Arena(PhysMem(), 0x4000_0000))
-    want = []
-    for iova, phys, size, prot in maps:
-        b.map(iova, phys, size, prot)
-        want += [(iova + k, phys + k, 4 * K, prot) for k in range(0, size, 4 * K)]
-    w = Walker(f, b.mem, b.roots)
-    got = [(i, p, s, pr) for i, p, s, _, pr, _ in w.iter_leaves(0, 1 << 32)]
-    assert got == sorted(want)
-    for iova, phys, size, _ in maps:
-        assert w.translate(iova + size - 1).phys == phys + size - 1
+    h.check_round_trip(f, maps, h.pages_4k(maps))
 
 
 def test_example_domain_unmaps_to_empty() -> None:
-    """The bundled example:rockchip builds, translates its mappings, and a private copy unmaps leaf by
-    leaf (as unmap-sim's callers do) down to an empty domain, the image untouched."""
-    from iommuctl.domain import load_domain
-
-    dom = load_domain("example:rockchip")
-    assert dom.fmt.name == "rockchip" and dom.description
-    leaves = [(int(b.iova[i]), int(b.size[i])) for b in dom.leaves(0, 1 << 32) for i in range(len(b))]
-    assert leaves and sum(s for _, s in leaves) == sum(m.size for m in dom.mappings)
-    for m in dom.mappings:
-        pages = getattr(m, "pages", None)  # scattered: one physical page per IOVA page
-        last = m.phys + m.size - 1 if pages is None else int(pages[-1]) + m.page - 1
-        assert dom.iova_to_phys_length(m.iova + m.size - 1)[0] == last
-    work = dom.copy()
-    for iova, size in leaves:
-        assert work.walker.unmap_leaf(iova, size) == size
-    assert list(work.walker.iter_leaves(0, 1 << 32)) == []
-    assert sum(int(b.size.sum()) for b in dom.leaves(0, 1 << 32)) == sum(s for _, s in leaves)
+    h.check_example_domain_unmaps_to_empty("rockchip")
 
 
 @pytest.mark.parametrize("config", [{"version": 1, "pa_bits": None}, {"version": 2, "pa_bits": None}])
 def test_vectorised_hooks_agree_with_scalar(config: dict) -> None:
-    """The numpy hooks the walker and check use give what the per-entry hooks give, on random
-    descriptors and on every low-bit pattern."""
-    f = Rockchip(config)
-    rng = np.random.default_rng(7)
-    raws = np.concatenate([rng.integers(0, 1 << 32, 3000, dtype=np.uint64),
-                           np.arange(4096, dtype=np.uint64)]).astype("<u4")
-    for lvl in f.levels:
-        kinds = f.classify_vec(raws, lvl)
-        assert kinds.tolist() == [f.classify(int(r), lvl) for r in raws]
-        assert f.reserved_bits_vec(raws, lvl, kinds).tolist() == [
-            f.reserved_bits(int(r), lvl, int(k)) for r, k in zip(raws, kinds)]
-        leaf = raws[kinds == LEAF]
-        assert f.leaf_phys_vec(leaf, lvl).tolist() == [f.leaf_phys(int(r), lvl) for r in leaf]
-        assert f.leaf_size_vec(leaf, lvl).tolist() == [f.leaf_size(int(r), lvl) for r in leaf]
-        assert f.leaf_prot_vec(leaf, lvl).tolist() == [f.leaf_prot(int(r), lvl) for r in leaf]
-    pages = (rng.integers(0, 1 << (f.oas - 12), 64, dtype=np.uint64) << np.uint64(12))
-    lvl = f.levels[-1]
-    for prot in (0, IOMMU_READ, IOMMU_WRITE, RW):
-        assert f.encode_leaf_vec(pages, 4096, lvl, prot).tolist() == [
-            f.encode_leaf(int(p), 4096, lvl, prot) for p in pages]
+    h.check_vec_hooks_agree(Rockchip(config))

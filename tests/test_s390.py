@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +14,8 @@ from formats.s390 import S390, origin_levels
 from formats.walker import Walker
 from iommuctl.domain import load_domain_text
 from iommuctl.memory import PhysMem
+from tests import format_harness as h
 
-CASES = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
 U64 = (1 << 64) - 1
 
 
@@ -134,19 +133,13 @@ def test_four_levels_by_hand() -> None:
 
 @pytest.mark.parametrize("name", ["s390-3lvl-1", "s390-3lvl-3", "s390-5lvl-1", "s390-5lvl-3"])
 def test_conformance_case(name: str) -> None:
-    case = json.loads((CASES / name / "case.json").read_text())
+    case = h.read_case(name)
     dom = load_domain_text(
         f"format: s390\nconfig: {json.dumps(case['config']['user'])}\nttbr: {case['roots']['iota']:#x}\n"
-        f"memory:\n  - file: image.bin\n    base: {case['image_base']:#x}\n", CASES / name)
+        f"memory:\n  - file: image.bin\n    base: {case['image_base']:#x}\n", h.CONF / name)
     assert dom.roots == [case["roots"]["root_table_phys"]]
-    for p in case["probes"]:
-        t = dom.translate(p["iova"])
-        if p["expected_phys"] is None:
-            assert not t.mapped
-        else:
-            assert (t.phys, t.size) == (p["expected_phys"], p["expected_pgsize"])
-        # kernel_iova_to_phys is null where the 5-level kernel dereferenced NULL: reported as 0
-        assert dom.iova_to_phys(p["iova"]) == (p["kernel_iova_to_phys"] or 0)
+    # kernel_iova_to_phys is null where the 5-level kernel dereferenced NULL: reported as 0
+    h.check_domain_probes(dom, case, lambda kernel: kernel or 0)
     assert case["kernel_faults"] == 0 or name.startswith("s390-5lvl")
 
 

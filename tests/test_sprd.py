@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +14,7 @@ from formats.sprd import Sprd
 from formats.walker import Walker
 from iommuctl.domain import load_domain_text
 from iommuctl.memory import PhysMem
-
-CASES = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
+from tests import format_harness as h
 
 
 def fmt(**cfg: int) -> Sprd:
@@ -75,21 +73,13 @@ def test_legacy_returns_the_in_page_offset_on_a_miss() -> None:
 
 @pytest.mark.parametrize("name", ["sprd-ex-1", "sprd-ex-3"])
 def test_conformance_case(name: str) -> None:
-    case = json.loads((CASES / name / "case.json").read_text())
+    case = h.read_case(name)
     u = case["config"]["user"]
     dom = load_domain_text(
         f"format: sprd\nconfig: {json.dumps(u)}\nttbr: {case['roots']['first_ppn']:#x}\n"
-        f"memory:\n  - file: image.bin\n    base: {case['image_base']:#x}\n", CASES / name)
+        f"memory:\n  - file: image.bin\n    base: {case['image_base']:#x}\n", h.CONF / name)
     assert dom.roots == [case["roots"]["root_table_phys"]]
-    misses = 0
-    for p in case["probes"]:
-        t = dom.translate(p["iova"])
-        if p["expected_phys"] is None:
-            misses += 1
-            assert not t.mapped
-        else:
-            assert (t.phys, t.size) == (p["expected_phys"], p["expected_pgsize"])
-        assert dom.iova_to_phys(p["iova"]) == p["kernel_iova_to_phys"]
+    misses = h.check_domain_probes(dom, case)
     assert misses > 0
 
 

@@ -5,7 +5,6 @@ image (no t124 case is bundled) and builder round trips."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step, WalkError
+from formats.base import INVALID, IOMMU_READ, IOMMU_WRITE, LEAF, TABLE, ConfigError, Step
 from formats.builder import Arena, Builder
 from formats.tegra_smmu import TegraSmmu
 from formats.walker import Walker
 from iommuctl.memory import PhysMem
-
-CONF = Path(__file__).resolve().parent.parent / "fixtures" / "conformance"
-PHYS_ADDR_MAX = (1 << 64) - 1
-K, M, G = 1 << 10, 1 << 20, 1 << 30
-RW = IOMMU_READ | IOMMU_WRITE
+from tests import format_harness as h
+from tests.format_harness import PHYS_ADDR_MAX, RW, K, M
 
 
 def tegra(bits: int) -> TegraSmmu:
@@ -134,25 +130,12 @@ def test_unmap_frees_an_empty_page_table() -> None:
 
 
 def load_case(name: str) -> tuple[dict, TegraSmmu, Walker]:
-    case = json.loads((CONF / name / "case.json").read_text())
-    fmt = TegraSmmu(dict(case["config"]["user"]))
-    mem = PhysMem()
-    mem.add_file(CONF / name / "image.bin", case["image_base"])
-    return case, fmt, Walker(fmt, mem, fmt.root_from_register(case["roots"]["ptb_data"]))
+    return h.load_case(name, TegraSmmu, "ptb_data")
 
 
 @pytest.mark.parametrize("name", ["tegra-smmu-t30-1", "tegra-smmu-t30-3"])
 def test_kernel_image(name: str) -> None:
-    case, fmt, w = load_case(name)
-    assert w.roots == [case["roots"]["root_table_phys"]]
-    for p in case["probes"]:
-        t = w.translate(p["iova"])
-        want = (p["expected_phys"], p["expected_pgsize"]) if p["expected_phys"] is not None else (PHYS_ADDR_MAX, 0)
-        assert (t.phys, t.size) == want
-        assert fmt.legacy_iova_to_phys(p["iova"], t) == p["kernel_iova_to_phys"]
-    want_leaves = {(c["iova"] + i * c["pgsize"], c["phys"] + i * c["pgsize"], c["pgsize"])
-                   for m in case["mappings"] if not m["unmapped"] for c in m["chunks"] for i in range(c["count"])}
-    assert {(i, p, s) for i, p, s, *_ in w.iter_leaves(0, 1 << 32)} == want_leaves
+    h.check_kernel_image(*load_case(name), roots=True)
 
 
 def test_kernel_image_by_hand() -> None:
@@ -165,77 +148,25 @@ def test_kernel_image_by_hand() -> None:
 @pytest.mark.parametrize("name", ["tegra-smmu-t30-1", "tegra-smmu-t30-3"])
 def test_builder_writes_what_the_kernel_wrote(name: str) -> None:
     case, _, w = load_case(name)
-    fmt = TegraSmmu(dict(case["config"]["user"]))
-    b = Builder(fmt, Arena(PhysMem(), 0x4000_0000))
-    for m in case["mappings"]:
-        if not m["unmapped"]:
-            b.map(m["iova"], m["phys"], m["size"], m["prot"])
-    assert list(Walker(fmt, b.mem, b.roots).iter_leaves(0, 1 << 32)) == list(w.iter_leaves(0, 1 << 32))
+    h.check_builder_matches_kernel(case, TegraSmmu(dict(case["config"]["user"])), w)
 
 
 def test_junk_entries_never_crash() -> None:
     rng = np.random.default_rng(5)
     for bits in (32, 34):
-        f = tegra(bits)
-        mem = PhysMem()
-        mem.add_bytes(0x1000_0000, rng.integers(0, 1 << 32, 1024, dtype=np.uint64).astype("<u4").tobytes())
-        w = Walker(f, mem, [0x1000_0000])
-        for iova in rng.integers(0, 1 << 32, 100).tolist():
-            try:
-                w.translate(int(iova))
-            except WalkError:
-                pass
-        with pytest.raises(WalkError):
-            list(w.leaves(0, 1 << 32))
-
-
-@st.composite
-def mappings(draw: st.DrawFn, bits: int) -> list[tuple[int, int, int, int]]:
-    out = []
-    slots = draw(st.lists(st.integers(0, 1023), min_size=1, max_size=4, unique=True))
-    for slot in slots:
-        off = draw(st.integers(0, 511)) * 4 * K
-        size = draw(st.integers(1, 300)) * 4 * K
-        phys = draw(st.integers(0, ((1 << bits) - 4 * M) >> 12)) << 12
-        out.append((slot * 4 * M + off, phys, size, draw(st.sampled_from([0, IOMMU_READ, IOMMU_WRITE, RW]))))
-    return out
+        h.check_junk_never_crashes(tegra(bits), rng, 1024)
 
 
 @pytest.mark.parametrize("bits", [32, 34])
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip(bits: int, data: st.DataObject) -> None:
-    f = tegra(bits)
-    maps = data.draw(mappings(bits))
-    b = Builder(f, Arena(PhysMem(), 0x4000_0000 if bits == 32 else 0x3_0000_0000))
-    want = []
-    for iova, phys, size, prot in maps:
-        b.map(iova, phys, size, prot)
-        want += [(iova + k, phys + k, 4 * K, prot) for k in range(0, size, 4 * K)]
-    w = Walker(f, b.mem, b.roots)
-    assert [(i, p, s, pr) for i, p, s, _, pr, _ in w.iter_leaves(0, 1 << 32)] == sorted(want)
-    for iova, phys, size, _ in maps:
-        assert w.translate(iova + size - 1).phys == phys + size - 1
+    maps = data.draw(h.slot_mappings_4k(bits))
+    h.check_round_trip(tegra(bits), maps, h.pages_4k(maps), 0x4000_0000 if bits == 32 else 0x3_0000_0000)
 
 
 def test_example_domain_unmaps_to_empty() -> None:
-    """The bundled example:tegra-smmu builds, translates its mappings, and a private copy unmaps leaf by
-    leaf (as unmap-sim's callers do) down to an empty domain, the image untouched."""
-    from iommuctl.domain import load_domain
-
-    dom = load_domain("example:tegra-smmu")
-    assert dom.fmt.name == "tegra-smmu" and dom.description
-    leaves = [(int(b.iova[i]), int(b.size[i])) for b in dom.leaves(0, 1 << 32) for i in range(len(b))]
-    assert leaves and sum(s for _, s in leaves) == sum(m.size for m in dom.mappings)
-    for m in dom.mappings:
-        pages = getattr(m, "pages", None)  # scattered: one physical page per IOVA page
-        last = m.phys + m.size - 1 if pages is None else int(pages[-1]) + m.page - 1
-        assert dom.iova_to_phys_length(m.iova + m.size - 1)[0] == last
-    work = dom.copy()
-    for iova, size in leaves:
-        assert work.walker.unmap_leaf(iova, size) == size
-    assert list(work.walker.iter_leaves(0, 1 << 32)) == []
-    assert sum(int(b.size.sum()) for b in dom.leaves(0, 1 << 32)) == sum(s for _, s in leaves)
+    h.check_example_domain_unmaps_to_empty("tegra-smmu")
 
 
 def test_t124_domain_file_with_ptb_data(tmp_path: Path) -> None:
@@ -264,23 +195,4 @@ def test_t124_domain_file_with_ptb_data(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("config", [{"address_bits": 32}, {"address_bits": 34}])
 def test_vectorised_hooks_agree_with_scalar(config: dict) -> None:
-    """The numpy hooks the walker and check use give what the per-entry hooks give, on random
-    descriptors and on every low-bit pattern."""
-    f = TegraSmmu(config)
-    rng = np.random.default_rng(7)
-    raws = np.concatenate([rng.integers(0, 1 << 32, 3000, dtype=np.uint64),
-                           np.arange(4096, dtype=np.uint64)]).astype("<u4")
-    for lvl in f.levels:
-        kinds = f.classify_vec(raws, lvl)
-        assert kinds.tolist() == [f.classify(int(r), lvl) for r in raws]
-        assert f.reserved_bits_vec(raws, lvl, kinds).tolist() == [
-            f.reserved_bits(int(r), lvl, int(k)) for r, k in zip(raws, kinds)]
-        leaf = raws[kinds == LEAF]
-        assert f.leaf_phys_vec(leaf, lvl).tolist() == [f.leaf_phys(int(r), lvl) for r in leaf]
-        assert f.leaf_size_vec(leaf, lvl).tolist() == [f.leaf_size(int(r), lvl) for r in leaf]
-        assert f.leaf_prot_vec(leaf, lvl).tolist() == [f.leaf_prot(int(r), lvl) for r in leaf]
-    pages = (rng.integers(0, 1 << (f.oas - 12), 64, dtype=np.uint64) << np.uint64(12))
-    lvl = f.levels[-1]
-    for prot in (0, IOMMU_READ, IOMMU_WRITE, RW):
-        assert f.encode_leaf_vec(pages, 4096, lvl, prot).tolist() == [
-            f.encode_leaf(int(p), 4096, lvl, prot) for p in pages]
+    h.check_vec_hooks_agree(TegraSmmu(config))
