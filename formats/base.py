@@ -270,6 +270,33 @@ class PageTable:
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.fromiter((self.classify(int(r), lvl) for r in raw), dtype=np.int8, count=len(raw))
 
+    def reserved_bits_vec(self, raw: np.ndarray, lvl: Level, kinds: np.ndarray) -> np.ndarray:
+        """reserved_bits over a table's entries (check's hot path). Most formats' reserved bits
+        are `raw & mask(level, kind)`: the mask is learnt from the scalar hook, trusted only if
+        the hook is bitwise linear on every single bit (once per level and kind) and agrees on a
+        sample of the real entries; otherwise the per-entry loop."""
+        out = np.zeros(len(raw), dtype=np.uint64)
+        for kind in np.unique(kinds).tolist():
+            sel = np.flatnonzero(kinds == kind)
+            mask = self._reserved_mask(lvl, kind)
+            vals = raw[sel]
+            sample = vals[:: max(1, len(sel) // 16)].tolist()
+            if mask is not None and all(self.reserved_bits(int(r), lvl, kind) == int(r) & mask for r in sample):
+                out[sel] = vals.astype(np.uint64, copy=False) & np.uint64(mask)
+            else:
+                out[sel] = [self.reserved_bits(int(r), lvl, kind) for r in vals.tolist()]
+        return out
+
+    def _reserved_mask(self, lvl: Level, kind: int) -> int | None:
+        cache = self.__dict__.setdefault("_reserved_masks", {})
+        key = (lvl.num, lvl.shift, kind)
+        if key not in cache:
+            bits = 8 * self.entry_size
+            mask = self.reserved_bits((1 << bits) - 1, lvl, kind)
+            linear = all(self.reserved_bits(1 << k, lvl, kind) == (1 << k) & mask for k in range(bits))
+            cache[key] = mask if linear else None
+        return cache[key]  # type: ignore[no-any-return]
+
     def index_vec(self, iova: np.ndarray, lvl: Level) -> np.ndarray:
         """index() over a uint64 array (batch translation)."""
         if type(self).index is PageTable.index:
