@@ -36,7 +36,6 @@ from .base import (
     Descriptor,
     Level,
     PageTable,
-    Translation,
 )
 from .lazy import np
 
@@ -87,6 +86,8 @@ class Exynos(PageTable):
     entry_size = 4
     config_defaults = {"version": "5.0", "pa_bits": None}
     root_register = "pt_base"
+    # legacy_iova_to_phys is the base's: exynos_iommu_iova_to_phys reads a section, else (lv1ent_page)
+    # a large then a small page, 0 on a miss; its IOVA is a u32 like the tables' index.
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -250,11 +251,6 @@ class Exynos(PageTable):
         else:
             ok = self._ok_large if raw & 3 == 1 else self._ok_small
         return raw & ~ok & U32
-
-    def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
-        """`exynos_iommu_iova_to_phys`: section, else (lv1ent_page) large then small; 0 on a miss.
-        Its IOVA is cast to u32 like the tables' index, so it agrees with the walk."""
-        return t.phys if t.mapped else 0
 
     # -- vectorised --------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:

@@ -47,6 +47,7 @@ class MtkV1(PageTable):
     entry_size = 4
     config_defaults = {"pa_bits": 32}
     root_register = "pt_base_addr"
+    # leaf_prot is the base's read/write: mtk_iommu_v1_map ignores prot (no permission bits).
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -79,12 +80,6 @@ class MtkV1(PageTable):
 
     def leaf_phys(self, raw: int, lvl: Level) -> int:
         return raw & ADDR_MASK
-
-    def leaf_prot(self, raw: int, lvl: Level) -> int:
-        return IOMMU_READ | IOMMU_WRITE  # no permission bits
-
-    def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
-        return "page" if kind == LEAF else "invalid"
 
     def schema(self, lvl: Level, kind: int) -> Descriptor | None:
         return PTE

@@ -25,7 +25,6 @@ from .base import (
     Descriptor,
     Level,
     PageTable,
-    Translation,
 )
 from .lazy import np
 
@@ -69,6 +68,9 @@ class Omap(PageTable):
     config_defaults = {"pa_bits": 32}
     root_register = "mmu_ttb"
     prot_key_mask = 0  # no permission bits: every leaf is read/write
+    # leaf_prot is the base's read/write: omap_iommu_map ignores prot. legacy_iova_to_phys is the
+    # base's: omap_iommu_iova_to_phys tries L2 small/large, else L1 section/supersection
+    # (omap_iommu_translate), and gives 0 (logging "bogus pgd/pte") on a miss.
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -119,9 +121,6 @@ class Omap(PageTable):
     def leaf_phys(self, raw: int, lvl: Level) -> int:
         return raw & ~(self.leaf_size(raw, lvl) - 1) & U32  # omap_iommu_translate's mask
 
-    def leaf_prot(self, raw: int, lvl: Level) -> int:
-        return IOMMU_READ | IOMMU_WRITE  # no permission bits: prot is ignored by omap_iommu_map
-
     def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
         k = l1_kind(raw) if lvl.num == 1 else l2_kind(raw)
         return "invalid" if k == "empty" else k
@@ -159,11 +158,6 @@ class Omap(PageTable):
         if lvl.num == 2 and raw & 2:
             ok &= ~1  # iopte_alloc_page writes IOPTE_SMALL (10): bit 0 is never set
         return raw & ~ok & U32
-
-    def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
-        """`omap_iommu_iova_to_phys`: L2 small/large, else L1 section/supersection, translated by
-        omap_iommu_translate; 0 (and a "bogus pgd/pte" log line) on a miss."""
-        return t.phys if t.mapped else 0
 
     # -- vectorised --------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:

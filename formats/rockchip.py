@@ -29,7 +29,6 @@ from .base import (
     Descriptor,
     Level,
     PageTable,
-    Translation,
     prot_str,
 )
 from .lazy import np
@@ -53,6 +52,8 @@ class Rockchip(PageTable):
     config_defaults = {"version": 1, "pa_bits": None}
     root_register = "dte_addr"
     prot_key_mask = RK_PTE_PAGE_READABLE | RK_PTE_PAGE_WRITABLE  # leaf_prot reads only these
+    # legacy_iova_to_phys is the base's: rk_iommu_iova_to_phys gives 0 when the DTE or PTE valid bit
+    # is clear, else pt_address(pte) + iova[11:0].
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -134,11 +135,8 @@ class Rockchip(PageTable):
             return "page"
         return "stale" if raw else "invalid"
 
-    def fields(self, raw: int, lvl: Level, kind: int) -> dict[str, Any]:
-        return (self._dte if lvl.num == 1 else self._pte).decode(raw)
-
     def schema(self, lvl: Level, kind: int) -> Descriptor | None:
-        return self._dte if lvl.num == 1 else self._pte
+        return self._dte if lvl.num == 1 else self._pte  # also what explain's fields decode with
 
     def note(self, raw: int, lvl: Level, kind: int) -> str:
         if kind == TABLE:
@@ -157,11 +155,6 @@ class Rockchip(PageTable):
             # DTE [11:1] reserved; PTE [11:9] reserved ([8:3] are cache flags the hardware defines)
             return raw & (0xFFE if lvl.num == 1 else 0xE00)
         return raw & (0xE if lvl.num == 1 else 0)  # v2: DTE [3:1] reserved
-
-    def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
-        """`rk_iommu_iova_to_phys`: 0 when the DTE or PTE valid bit is clear, else
-        pt_address(pte) + iova[11:0]; the same as the walk."""
-        return t.phys if t.mapped else 0
 
     # -- vectorised --------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:

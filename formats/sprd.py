@@ -52,6 +52,7 @@ class Sprd(PageTable):
     entry_size = 4
     config_defaults = {"aperture_start": 0, "aperture_size": SZ_256M, "pa_bits": 32}
     root_register = "first_ppn"
+    # leaf_prot is the base's read/write: sprd_iommu_map ignores prot (no permission bits).
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -103,12 +104,6 @@ class Sprd(PageTable):
 
     def leaf_phys(self, raw: int, lvl: Level) -> int:
         return raw << SPRD_IOMMU_PAGE_SHIFT
-
-    def leaf_prot(self, raw: int, lvl: Level) -> int:
-        return IOMMU_READ | IOMMU_WRITE  # no permission bits
-
-    def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
-        return "page" if kind == LEAF else "invalid"
 
     def schema(self, lvl: Level, kind: int) -> Descriptor | None:
         return PPN

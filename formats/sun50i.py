@@ -24,7 +24,6 @@ from .base import (
     Descriptor,
     Level,
     PageTable,
-    Translation,
     prot_str,
 )
 from .lazy import np
@@ -64,6 +63,8 @@ class Sun50i(PageTable):
     config_defaults = {"pa_bits": 32}
     root_register = "ttb"
     prot_key_mask = SUN50I_PTE_ACI_MASK  # leaf_prot reads only the ACI
+    # legacy_iova_to_phys is the base's: sun50i_iommu_iova_to_phys gives page address + iova[11:0],
+    # 0 when the DTE or PTE is invalid.
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -100,14 +101,6 @@ class Sun50i(PageTable):
     def leaf_prot(self, raw: int, lvl: Level) -> int:
         return ACI_PROT.get((raw & SUN50I_PTE_ACI_MASK) >> 4, 0)
 
-    def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
-        if kind == TABLE:
-            return "table"
-        return "page" if kind == LEAF else "invalid"
-
-    def fields(self, raw: int, lvl: Level, kind: int) -> dict[str, Any]:
-        return (self._dte if lvl.num == 1 else self._pte).decode(raw)
-
     def schema(self, lvl: Level, kind: int) -> Descriptor | None:
         return self._dte if lvl.num == 1 else self._pte
 
@@ -131,10 +124,6 @@ class Sun50i(PageTable):
         if (raw & SUN50I_PTE_ACI_MASK) >> 4 not in ACI_PROT:
             bad |= raw & SUN50I_PTE_ACI_MASK  # ACI 0 (DO_NOT_USE) or beyond the enum
         return bad
-
-    def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
-        """`sun50i_iommu_iova_to_phys`: page address + iova[11:0], 0 when the DTE or PTE is invalid."""
-        return t.phys if t.mapped else 0
 
     # -- vectorised --------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:

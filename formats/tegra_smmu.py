@@ -27,7 +27,6 @@ from .base import (
     Descriptor,
     Level,
     PageTable,
-    Translation,
     prot_str,
 )
 from .lazy import np
@@ -51,6 +50,9 @@ class TegraSmmu(PageTable):
     config_defaults = {"address_bits": 32}
     root_register = "ptb_data"
     prot_key_mask = SMMU_PTE_READABLE | SMMU_PTE_WRITABLE  # leaf_prot reads only these
+    # legacy_iova_to_phys is the base's: tegra_smmu_iova_to_phys finds the PT through the software
+    # as->pts[] (non-NULL exactly when the driver wrote a PDE), gives 0 when there is none or the PTE
+    # is 0, else SMMU_PFN_PHYS(pte & pfn_mask) + offset.
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -95,14 +97,6 @@ class TegraSmmu(PageTable):
         return ((IOMMU_READ if raw & SMMU_PTE_READABLE else 0)
                 | (IOMMU_WRITE if raw & SMMU_PTE_WRITABLE else 0))
 
-    def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
-        if kind == TABLE:
-            return "table"
-        return "page" if kind == LEAF else "invalid"
-
-    def fields(self, raw: int, lvl: Level, kind: int) -> dict[str, Any]:
-        return (self._pde if lvl.num == 1 else self._pte).decode(raw)
-
     def schema(self, lvl: Level, kind: int) -> Descriptor | None:
         return self._pde if lvl.num == 1 else self._pte
 
@@ -121,12 +115,6 @@ class TegraSmmu(PageTable):
             return 0
         top = 28 if lvl.num == 1 else 29  # attribute bits start here
         return raw & ((1 << top) - 1) & ~self.pfn_mask
-
-    def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
-        """`tegra_smmu_iova_to_phys`: finds the PT through the software as->pts[] (non-NULL
-        exactly when the driver wrote a PDE), 0 when there is none or the PTE is 0, else
-        SMMU_PFN_PHYS(pte & pfn_mask) + offset; the same as the walk."""
-        return t.phys if t.mapped else 0
 
     # -- vectorised --------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
