@@ -156,16 +156,17 @@ def _check(domain: Any, caller: str, units: list[tuple[int, int]], leg: AlgoResu
             problems.append((outside[0][0], f"{name} unmaps the whole leaf at {outside[0][0]:#x}, "
                                              f"beyond the range"))
     if caller in ("vfio", "iommufd"):
-        expected: dict[int, int] = {}
+        # the PFNs of the mapped PAGE_SIZE pages of the units, as runs
+        shift = page.bit_length() - 1
+        exp: list[tuple[int, int, int]] = []
         for v, p, s in before:
             for a, b in units:
                 x0, x1 = max(v, a), min(v + s, b)
-                for q in range(-(-x0 // page) * page, x1, page):  # the PAGE_SIZE pages it holds
-                    expected[q] = (p + q - v) >> (page.bit_length() - 1)
+                x0 = -(-x0 // page) * page
+                if x0 < x1:
+                    exp.append((x0, (p + x0 - v) >> shift, (x1 - x0 + page - 1) >> shift))
         for name, res in (("legacy", leg), ("length-aware", la)):
-            got = [(iova, pfn, n) for iova, pfn, n in res.unpins]
-            exp = [(q, pfn, 1) for q, pfn in sorted(expected.items())]
-            d = first_pfn_difference(got, exp, page.bit_length() - 1)
+            d = first_pfn_difference(res.unpins, exp, shift)
             if d is not None:
                 problems.append((d, f"{name} unpins PFNs other than the mapped pages'"))
     if not problems:

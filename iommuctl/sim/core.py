@@ -10,7 +10,6 @@ leaf_placement, index), so it works for every format the walker can walk.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -331,29 +330,57 @@ def leaf_list(domain: Any, lo: int, hi: int) -> list[tuple[int, int, int]]:
         raise UserError(f"{domain.name}: {e}") from None
 
 
-def page_pfns(unpins: list[tuple[int, int, int]]) -> Counter[int]:
-    """The unpinned PFN multiset."""
-    out: Counter[int] = Counter()
+def pfn_profile(unpins: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The unpinned PFN multiset as (first pfn, end pfn, times) segments, from the runs alone
+    (a 512G leaf unpinned whole is one run, not 134 M pages)."""
+    events: dict[int, int] = {}
     for _, pfn, n in unpins:
-        for k in range(n):
-            out[pfn + k] += 1
+        if n > 0:
+            events[pfn] = events.get(pfn, 0) + 1
+            events[pfn + n] = events.get(pfn + n, 0) - 1
+    out: list[tuple[int, int, int]] = []
+    level = 0
+    keys = sorted(events)
+    for k, nxt in zip(keys, keys[1:]):
+        level += events[k]
+        if level:
+            if out and out[-1][1] == k and out[-1][2] == level:
+                out[-1] = (out[-1][0], nxt, level)
+            else:
+                out.append((k, nxt, level))
     return out
+
+
+def _first_diff_pfn(a: list[tuple[int, int, int]], b: list[tuple[int, int, int]]) -> int | None:
+    """Lowest pfn whose multiplicity differs between two profiles."""
+    import bisect
+
+    starts_a, starts_b = [x[0] for x in a], [x[0] for x in b]
+
+    def mult(prof: list[tuple[int, int, int]], starts: list[int], pfn: int) -> int:
+        i = bisect.bisect_right(starts, pfn) - 1
+        return prof[i][2] if i >= 0 and pfn < prof[i][1] else 0
+
+    cands = sorted({x for s0, s1, _ in a + b for x in (s0, s1)})
+    for x in cands:
+        if mult(a, starts_a, x) != mult(b, starts_b, x):
+            return x
+    return None
 
 
 def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, int]], shift: int = 12) -> int | None:
     """The lowest IOVA whose unpinned PFN is in one multiset and not the other, or None."""
-    ca, cb = page_pfns(a), page_pfns(b)
-    if ca == cb:
+    pa, pb = pfn_profile(a), pfn_profile(b)
+    if pa == pb:
         return None
-    diff = {p for p in set(ca) | set(cb) if ca[p] != cb[p]}
+    pfn = _first_diff_pfn(pa, pb)
+    if pfn is None:
+        return None
     best: int | None = None
-    for unpins in (a, b):
-        for iova, pfn, n in unpins:
-            for k in range(n):
-                if pfn + k in diff:
-                    v = iova + (k << shift)
-                    best = v if best is None else min(best, v)
-                    break
+    for iova, first, n in a + b:
+        if first <= pfn < first + n:
+            v = iova + ((pfn - first) << shift)
+            best = v if best is None else min(best, v)
     return best
 
 

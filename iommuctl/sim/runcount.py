@@ -165,6 +165,14 @@ def table_addresses(walker: Any) -> set[int]:
     return out
 
 
+def clipped(v: np.ndarray, s: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Bytes of each leaf inside [lo, hi); inclusive ends, so a leaf or range ending at 2^64
+    (the top of a sign-extended space) does not overflow."""
+    u64 = np.uint64
+    last = v + (s - u64(1))
+    return np.minimum(last, u64(hi - 1)) - np.maximum(v, u64(lo)) + u64(1)  # type: ignore[no-any-return]
+
+
 @dataclass
 class Leaves:
     iova: np.ndarray
@@ -243,7 +251,7 @@ def mapped_stretches(walker: Any, lo: int, hi: int) -> list[tuple[int, int]]:
         starts = [0] + brk.tolist()
         ends = brk.tolist() + [len(v)]
         for a, b in zip(starts, ends):
-            s0, s1 = max(int(v[a]), lo), min(int(e[b - 1]), hi)
+            s0, s1 = max(int(v[a]), lo), min(int(v[b - 1]) + int(ch.size[b - 1]), hi)
             if out and out[-1][1] == s0:
                 out[-1] = (out[-1][0], s1)
             else:
@@ -302,14 +310,11 @@ class UnitLeaves:
 
     def note_last_level(self, ch: Leaves) -> None:
         """Record clipped bytes of leaves that live in last-level tables (for the holes there)."""
-        lo, hi = np.uint64(self.lo), np.uint64(self.hi)
-        a = np.maximum(ch.iova, lo)
-        b = np.minimum(ch.iova + ch.size, hi)
-        clipped = (b - a).astype(np.int64)
+        cl = clipped(ch.iova, ch.size, self.lo, self.hi).astype(np.int64)
         # a leaf's depth tells where it lives only relative to its top; last-level leaves are
         # those whose table is a last-level table: depth == its top's depth of the last level
         for d in np.unique(ch.depth).tolist():
-            _add(self.leaf_bytes_last, int(d), int(clipped[ch.depth == d].sum()))
+            _add(self.leaf_bytes_last, int(d), int(cl[ch.depth == d].sum()))
 
 
 def _leaf_bytes_in_leaf_tables(sh: Shape, ul: UnitLeaves) -> dict[int, int]:
@@ -365,12 +370,12 @@ def _first_extent(walker: Any, lo: int, hi: int, page: int) -> tuple[Counts, Cou
         e = v + s
         brk = np.flatnonzero((v[1:] != e[:-1]) | (p[1:] != p[:-1] + s[:-1])) if len(v) > 1 else np.zeros(0, int)
         j = int(brk[0]) if len(brk) else len(v) - 1
-        cp = ((np.minimum(e[:j + 1], u64(hi)) - np.maximum(v[:j + 1], u64(lo))) // u64(page)).astype(np.int64)
+        cp = (clipped(v[:j + 1], s[:j + 1], lo, hi) // u64(page)).astype(np.int64)
         leg.translations += int(cp.sum())
         leg.entries_read += int((cp * d[:j + 1]).sum())
         la.translations += j + 1
         la.entries_read += int(d[:j + 1].sum())
-        q = int(e[j])
+        q = int(v[j]) + int(s[j])
         if len(brk) or q >= hi:
             if q < hi:  # the failing probe
                 dep = int(d[j + 1]) if int(v[j + 1]) == q else _probe_depth(walker, q)
@@ -432,7 +437,7 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int, holes_out: list[tuple[in
             for a, b in first_gap + [(int(e[j]), int(v[j + 1])) for j in inner[:HOLE_LIST_MAX]]:
                 if a < b:
                     gaps.append((a, b))
-        cs = np.minimum(e, u64(hi)) - v  # only the last leaf can stick out (a cut start returned above)
+        cs = clipped(v, s, lo, hi)  # only the last leaf can stick out (a cut start returned above)
         mapped += int(cs.sum(dtype=u64))
         leg_ent += int(((cs // u64(page)).astype(np.int64) * d).sum())
         la_ent += int(d.sum())
@@ -474,7 +479,7 @@ def vfio_unit(walker: Any, lo: int, hi: int, page: int, holes_out: list[tuple[in
                 cur_start, cur_single = int(v[starts[-1]]), bool(single[-1])
             else:
                 cur_single = False
-        prev_end, prev_pend = int(e[-1]), int(p[-1]) + int(s[-1])
+        prev_end, prev_pend = int(v[-1]) + int(s[-1]), int(p[-1]) + int(s[-1])
     if prev_end is not None:
         E += 1
         if not cut_end:
@@ -639,11 +644,10 @@ def iommufd_areas(walker: Any, lo: int, hi: int, page: int, implicit: bool, firs
             areas.append((acc.start, acc.end))
             acc = None
 
-    u64 = np.uint64
     for ch in ul:
         v, p, s, d = ch.iova, ch.phys, ch.size, ch.depth
         e = v + s
-        cs = np.minimum(e, u64(hi)) - np.maximum(v, u64(lo))
+        cs = clipped(v, s, lo, hi)
         gaps = np.flatnonzero(v[1:] != e[:-1]) + 1 if len(v) > 1 else np.zeros(0, dtype=np.int64)
         cuts = [0] + gaps.tolist() + [len(v)]
         for a, b in zip(cuts, cuts[1:]):
@@ -711,14 +715,12 @@ def selftest_unit(walker: Any, lo: int, hi: int) -> tuple[Counts, Counts, int | 
         bad = np.flatnonzero(~ok)
         k = int(bad[0]) if len(bad) else len(v)
         if k:
-            a = np.maximum(v[:k], u64(pos))
-            b = np.minimum(e[:k], u64(hi))
-            pages = ((b - a) // u64(page)).astype(np.int64)
+            pages = (clipped(v[:k], s[:k], pos, hi) // u64(page)).astype(np.int64)
             leg.translations += int(pages.sum())
             leg.entries_read += int((pages * d[:k]).sum())
             la.translations += k
             la.entries_read += int(d[:k].sum())
-            pos = int(b[-1])
+            pos = min(int(v[k - 1]) + int(s[k - 1]), hi)
         if k < len(v):
             break
     if pos < hi:
