@@ -40,6 +40,43 @@ FORMATS: dict[str, str] = {
 }
 
 
+# driver id -> the module whose DRIVERS defines it, so `driver:` imports one module
+# (tests/test_registry.py holds this index equal to the modules' own DRIVERS tables)
+DRIVER_MODULES: dict[str, str] = {
+    "amd-v1": "formats.generic_pt.amdv1",
+    "amd-v2": "formats.generic_pt.x86_64",
+    "apple-dart": "formats.apple_dart",
+    "apple-dart-t6000": "formats.apple_dart",
+    "apple-dart-t8020": "formats.apple_dart",
+    "apple-dart-t8110": "formats.apple_dart",
+    "arm-smmu": "formats.arm_lpae",
+    "arm-smmu-v3": "formats.arm_lpae",
+    "arm-smmu-v7s": "formats.arm_v7s",
+    "exynos": "formats.exynos",
+    "fsl-pamu": "formats.fsl_pamu",
+    "intel-fs": "formats.generic_pt.x86_64",
+    "intel-ss": "formats.generic_pt.vtdss",
+    "iommufd-mock": "formats.generic_pt.amdv1",
+    "iommufd-mock-huge": "formats.generic_pt.amdv1",
+    "ipmmu-vmsa": "formats.arm_lpae",
+    "msm": "formats.arm_v7s",
+    "msm-iommu": "formats.arm_v7s",
+    "mtk-iommu": "formats.arm_v7s",
+    "mtk-v1": "formats.mtk_v1",
+    "omap": "formats.omap",
+    "panfrost": "formats.arm_lpae",
+    "panthor": "formats.arm_lpae",
+    "qcom-iommu": "formats.arm_lpae",
+    "riscv": "formats.generic_pt.riscv64",
+    "rockchip": "formats.rockchip",
+    "s390": "formats.s390",
+    "sprd": "formats.sprd",
+    "sun50i": "formats.sun50i",
+    "tegra-smmu": "formats.tegra_smmu",
+    "virtio": "formats.virtio",
+}
+
+
 class UnknownFormat(KeyError):
     pass
 
@@ -70,6 +107,17 @@ def get_format(fid: str) -> type[PageTable]:
 
 def norm_driver(name: str) -> str:
     return name.strip().lower().replace("_", "-")
+
+
+def driver(name: str) -> dict[str, Any] | None:
+    """One driver's entry, importing only its module."""
+    mod = DRIVER_MODULES.get(norm_driver(name))
+    if mod is None:
+        return None
+    for did, d in getattr(importlib.import_module(mod), "DRIVERS", {}).items():
+        if norm_driver(did) == norm_driver(name):
+            return d  # type: ignore[no-any-return]
+    return None
 
 
 def drivers() -> dict[str, dict[str, Any]]:

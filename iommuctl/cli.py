@@ -467,7 +467,7 @@ def examples(as_json: bool) -> None:
         doc = yaml.safe_load((resources.files("iommuctl.examples") / f"{name}.yaml").read_text()) or {}
         fid = doc.get("format")
         if fid is None and "driver" in doc:
-            fid = registry.drivers().get(registry.norm_driver(str(doc["driver"])), {}).get("format")
+            fid = (registry.driver(str(doc["driver"])) or {}).get("format")
         rec = {"name": name, "format": fid, "description": doc.get("description", "")}
         if as_json:
             emit_json(rec)

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from formats import UnknownFormat, drivers, get_format, norm_driver
+from formats import UnknownFormat, get_format
+from formats import driver as driver_entry
 from formats.base import PHYS_ADDR_MAX, ConfigError, LeafBatch, PageTable, Translation, WalkError, parse_prot
 from formats.builder import Arena, Builder
 from formats.walker import Walker
@@ -284,8 +285,7 @@ class Loader:
             did = doc["driver"]
             if not isinstance(did, str):
                 raise self.err("driver", "must be a driver id")
-            table = drivers()
-            d = table.get(norm_driver(did))
+            d = driver_entry(did)
             if d is None:
                 raise self.err("driver", f"unknown driver {did!r} (iommuctl formats --drivers lists them)")
             return get_format(d["format"]), dict(d.get("config", {}))
