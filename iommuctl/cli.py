@@ -79,18 +79,30 @@ def check_iova(domain: Any, iova: int) -> None:
         raise UserError(f"IOVA {iova:#x} is outside the input address space {spaces} of {domain.name}")
 
 
-def iter_iovas(args: tuple[str, ...]) -> Any:
+def iter_iovas(args: tuple[str, ...]) -> list[int]:
+    """The IOVAs of the arguments, `-` being stdin (one per line, `#` comments)."""
+    out: list[int] = []
     for a in args:
-        if a == "-":
-            for lineno, line in enumerate(sys.stdin, 1):
-                text = line.split("#", 1)[0].strip()
-                if text:
-                    try:
-                        yield parse_iova(text)
-                    except UserError as e:
-                        raise UserError(f"<stdin> line {lineno}: {e}") from None
-        else:
-            yield parse_iova(a)
+        if a != "-":
+            out.append(parse_iova(a))
+            continue
+        lines = sys.stdin.read().splitlines()
+        try:  # the common case, plain hex or decimal numbers, in one pass
+            vals = [int(x, 0) for x in lines]
+            if vals and (min(vals) < 0 or max(vals) >= 1 << 64):
+                raise ValueError
+            out.extend(vals)
+            continue
+        except ValueError:
+            pass
+        for lineno, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if text:
+                try:
+                    out.append(parse_iova(text))
+                except UserError as e:
+                    raise UserError(f"<stdin> line {lineno}: {e}") from None
+    return out
 
 
 def translation_row(t: Any, legacy: int | None) -> dict[str, Any]:
@@ -119,9 +131,12 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
     """
 
     dom = load(domain)
-    values = list(iter_iovas(iovas))
-    for iova in values:
-        check_iova(dom, iova)
+    values = iter_iovas(iovas)
+    if len(values) >= BATCH_MIN:
+        _check_iovas(dom, values)
+    else:
+        for iova in values:
+            check_iova(dom, iova)
     if len(values) >= BATCH_MIN:
         missed = _translate_batch(dom, values, legacy, as_json)
     else:
@@ -131,6 +146,17 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
 
 
 BATCH_MIN = 256  # below this, one walk per IOVA is cheaper than importing numpy
+
+
+def _check_iovas(dom: Any, values: list[int]) -> None:
+    import numpy as np
+
+    arr = np.array(values, dtype=np.uint64)
+    inside = np.zeros(len(arr), dtype=bool)
+    for s, e in dom.windows:
+        inside |= (arr >= np.uint64(s)) & (arr <= np.uint64(e - 1))
+    if not inside.all():
+        check_iova(dom, values[int(np.flatnonzero(~inside)[0])])
 
 
 def _translate_each(dom: Any, values: list[int], legacy: bool, as_json: bool) -> bool:
@@ -172,30 +198,28 @@ def _translate_batch(dom: Any, values: list[int], legacy: bool, as_json: bool) -
         raise UserError(f"{dom.name}: {e}") from None
     phys, size, level, prot = r.phys.tolist(), r.size.tolist(), r.level.tolist(), r.prot.tolist()
     raw, entry = r.raw.tolist(), r.entry.tolist()
-    legacy_of = dom.fmt.legacy_iova_to_phys
-    prot_text: dict[int, str] = {}
-    lines = []
-    rows = []
-    for i, iova in enumerate(values):
-        sz = size[i]
-        leg = ""
+    prot_text = {p: prot_str(p) for p in set(prot)}
+    if legacy:
+        legacy_of = dom.fmt.legacy_iova_to_phys
+        legs = [f"{legacy_of(v, Translation(v, ph, sz, lv, pr, rw, en) if sz else Translation(v)):#x}"
+                for v, ph, sz, lv, pr, rw, en in zip(values, phys, size, level, prot, raw, entry)]
+    else:
+        legs = [""] * len(values)
+    miss_phys = f"{PHYS_ADDR_MAX:#x}"
+    if as_json:
+        tail = [f', "legacy": "{x}"}}' for x in legs] if legacy else ["}"] * len(values)
+        # hex() is three times faster than a format spec, and this is the whole cost per IOVA
+        lines = [f'{{"iova": "{hex(v)}", "mapped": true, "phys": "{hex(ph)}", "size": {sz}, "level": {lv}, '
+                 f'"prot": "{prot_text[pr]}", "raw": "{hex(rw)}", "entry": "{hex(en)}"{t}' if sz else
+                 f'{{"iova": "{hex(v)}", "mapped": false, "phys": "{miss_phys}", "size": 0{t}'
+                 for v, ph, sz, lv, pr, rw, en, t in zip(values, phys, size, level, prot, raw, entry, tail)]
+    else:
+        rows = [[f"{v:#x}", f"{ph:#x}", fmt_size(sz), lv, prot_text[pr], f"{rw:#x}"] if sz else
+                [f"{v:#x}", "unmapped", "-", "-", "-", "-"]
+                for v, ph, sz, lv, pr, rw in zip(values, phys, size, level, prot, raw)]
         if legacy:
-            t = Translation(iova, phys[i], sz, level[i], prot[i], raw[i], entry[i]) if sz else Translation(iova)
-            leg = f"{legacy_of(iova, t):#x}"
-        if sz:
-            pt = prot_text.get(prot[i]) or prot_text.setdefault(prot[i], prot_str(prot[i]))
-            if as_json:
-                lines.append(f'{{"iova": "{iova:#x}", "mapped": true, "phys": "{phys[i]:#x}", "size": {sz}, '
-                             f'"level": {level[i]}, "prot": "{pt}", "raw": "{raw[i]:#x}", "entry": "{entry[i]:#x}"'
-                             + (f', "legacy": "{leg}"}}' if legacy else "}"))
-            else:
-                rows.append([f"{iova:#x}", f"{phys[i]:#x}", fmt_size(sz), level[i], pt, f"{raw[i]:#x}"]
-                            + ([leg] if legacy else []))
-        elif as_json:
-            lines.append(f'{{"iova": "{iova:#x}", "mapped": false, "phys": "{PHYS_ADDR_MAX:#x}", "size": 0'
-                         + (f', "legacy": "{leg}"}}' if legacy else "}"))
-        else:
-            rows.append([f"{iova:#x}", "unmapped", "-", "-", "-", "-"] + ([leg] if legacy else []))
+            for row, leg in zip(rows, legs):
+                row.append(leg)
     if as_json:
         sys.stdout.write("\n".join(lines) + "\n")
     else:
