@@ -186,18 +186,34 @@ def _translate_batch(dom: Any, values: list[int], legacy: bool, as_json: bool) -
     """Many IOVAs: translated level by level with numpy, rows written in one pass."""
     import numpy as np
 
-    from formats.base import PHYS_ADDR_MAX, Translation, WalkError, prot_str
+    from formats.base import WalkError
     from formats.batch import translate_many
-
-    from .numbers import fmt_size
-    from .output import table
 
     try:
         r = translate_many(dom.walker, np.array(values, dtype=np.uint64))
     except WalkError as e:
         raise UserError(f"{dom.name}: {e}") from None
-    phys, size, level, prot = r.phys.tolist(), r.size.tolist(), r.level.tolist(), r.prot.tolist()
-    raw, entry = r.raw.tolist(), r.entry.tolist()
+    if as_json and len(values) > CHUNK:
+        # in chunks: rows are written as they are made, so memory stays small and is reused
+        miss = False
+        for k in range(0, len(values), CHUNK):
+            miss |= _rows(dom, values[k:k + CHUNK], r, k, legacy, as_json)
+        return miss
+    return _rows(dom, values, r, 0, legacy, as_json)
+
+
+CHUNK = 1 << 16
+
+
+def _rows(dom: Any, values: list[int], r: Any, k: int, legacy: bool, as_json: bool) -> bool:
+    from formats.base import PHYS_ADDR_MAX, Translation, prot_str
+
+    from .numbers import fmt_size
+    from .output import table
+
+    n = len(values)
+    phys, size, level = r.phys[k:k + n].tolist(), r.size[k:k + n].tolist(), r.level[k:k + n].tolist()
+    prot, raw, entry = r.prot[k:k + n].tolist(), r.raw[k:k + n].tolist(), r.entry[k:k + n].tolist()
     prot_text = {p: prot_str(p) for p in set(prot)}
     if legacy:
         legacy_of = dom.fmt.legacy_iova_to_phys

@@ -175,3 +175,12 @@ def test_cli_group_lists_every_command() -> None:
     for c in ["translate", "walk", "explain", "build", "check", "unmap-sim", "diff", "reverse", "formats",
               "examples"]:
         assert c in names
+
+
+def test_chunked_batch_rows_equal_one_pass(pa_zero: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import iommuctl.cli as cli_mod
+
+    stdin = "".join(f"{0x10000 + i * 0x400:#x}\n" for i in range(1000))
+    whole = run(["translate", "--json", "--legacy", str(pa_zero), "-"], stdin)
+    monkeypatch.setattr(cli_mod, "CHUNK", 97)
+    assert run(["translate", "--json", "--legacy", str(pa_zero), "-"], stdin) == whole
