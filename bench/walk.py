@@ -259,18 +259,17 @@ mappings:
         row("(needs the 64 GiB image: run without --quick)", "-")
 
     print("\n6. one format of each family: leaves/s of walk --summary over 1 GiB of scattered pages")
-    families = {
-        "arm-v7s": "format: arm-v7s\nconfig: {ias: 32, oas: 32}\n",
-        "apple-dart2 (16K)": "driver: apple-dart-t6000\n",
-        "amdv1": "format: amdv1\nconfig: {levels: 4, vasz: 48, oasz: 52}\n",
-        "rockchip": "format: rockchip\nconfig: {version: 2}\n",
+    families = {  # label: (domain head, scatter page, physical base)
+        "arm-v7s": ("format: arm-v7s\nconfig: {ias: 32, oas: 32}\n", "4K", 0x40000000),
+        "apple-dart2 (16K)": ("driver: apple-dart-t6000\n", "16K", 0x100000000),
+        "amdv1": ("format: amdv1\nconfig: {levels: 4, vasz: 48, oasz: 52}\n", "4K", 0x100000000),
+        "rockchip": ("format: rockchip\nconfig: {version: 2}\n", "4K", 0x100000000),
     }
-    for label, head in families.items():
-        page = "16K" if "16K" in label else "4K"
+    for label, (head, page, pbase) in families.items():
         name = "fam-" + label.split()[0]
         try:
             path = build(name, head + f"mappings:\n  - {{iova: 0x40000000, size: 1G, phys: {{scatter: {page}, "
-                                      f"seed: 1, base: 0x100000000}}, prot: rw}}\n")
+                                      f"seed: 1, base: {pbase:#x}}}, prot: rw}}\n")
         except subprocess.CalledProcessError:
             row(label, "not built (format or config not available)")
             continue
