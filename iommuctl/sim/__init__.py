@@ -219,8 +219,11 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
                                 f"{pages} pages are many to replay one by one: narrow --range, or ask "
                                 f"for it with --mode replay (up to {REPLAY_LIMIT_PAGES} pages)") from None
             notes.append(f"replayed call by call: {e}")
-    if pages > REPLAY_LIMIT_PAGES and mode == "replay":
-        raise UserError(f"{pages} pages are too many to replay one by one (limit {REPLAY_LIMIT_PAGES})")
+    # the replay's cost: one Python loop step per page (a heap BO: per 2M chunk)
+    cost = pages // 512 if heap and caller == "panfrost" else pages
+    if cost > REPLAY_LIMIT_PAGES:
+        raise UserError(f"{pages} pages are too many to replay one by one (limit {REPLAY_LIMIT_PAGES}"
+                        f"{' 2M chunks' if heap else ''}): narrow --range or use --area")
     if caller == "iommufd" and not explicit:
         units = stretches(domain, start, end)
     leg = _replay_algo(domain, caller, units, page, False, heap, trace, tick)
