@@ -214,7 +214,7 @@ def _cat(parts: list[Leaves]) -> Leaves:
                   np.concatenate([p.size for p in parts]), np.concatenate([p.depth for p in parts]))
 
 
-LEGACY_SAMPLE = 128
+LEGACY_SAMPLE = 32
 
 
 def check_legacy(walker: Any, ch: Leaves, page: int) -> None:
@@ -313,6 +313,10 @@ class UnitLeaves:
         cl = clipped(ch.iova, ch.size, self.lo, self.hi).astype(np.int64)
         # a leaf's depth tells where it lives only relative to its top; last-level leaves are
         # those whose table is a last-level table: depth == its top's depth of the last level
+        dmin, dmax = int(ch.depth.min()), int(ch.depth.max())
+        if dmin == dmax:  # the usual chunk: every leaf at one depth
+            _add(self.leaf_bytes_last, dmin, int(cl.sum()))
+            return
         for d in np.unique(ch.depth).tolist():
             _add(self.leaf_bytes_last, int(d), int(cl[ch.depth == d].sum()))
 
