@@ -29,7 +29,7 @@ from .cli import json_option, load
 from .domain import Domain
 from .errors import UserError
 from .numbers import fmt_size, parse_number
-from .walk import Summary, batches, parse_range
+from .walk import Summary, batches, parse_range, parse_span
 
 U64 = np.uint64
 TOP = 1 << 64
@@ -127,20 +127,7 @@ def _breaks(s: np.ndarray, ln: np.ndarray, p: np.ndarray, pg: np.ndarray, pr: np
 
 def parse_phys_range(text: str, option: str = "--phys-range") -> tuple[int, int]:
     """A physical range START:END (END exclusive) or START+LENGTH."""
-    try:
-        if "+" in text:
-            a, b = text.split("+", 1)
-            start = parse_number(a)
-            end = start + parse_number(b)
-        elif ":" in text:
-            a, b = text.split(":", 1)
-            start, end = parse_number(a), parse_number(b)
-        else:
-            raise ValueError("a range is START:END or START+LENGTH")
-    except ValueError as e:
-        raise UserError(f"{option} {text!r}: {e}") from None
-    if start < 0 or end <= start:
-        raise UserError(f"{option} {text!r}: empty range")
+    start, end = parse_span(text, option)
     if end > TOP:
         raise UserError(f"{option} {text!r}: [{start:#x}, {end:#x}) passes 2^64")
     return start, end

@@ -44,12 +44,8 @@ class Summary:
     leaves: Counter[int] = field(default_factory=Counter)
 
 
-def parse_range(text: str | None, domain: Domain) -> tuple[int, int]:
-    """START:END (END exclusive) or START+LENGTH; None = the whole input address space."""
-    lo = min(s for s, _ in domain.windows)
-    hi = max(e for _, e in domain.windows)
-    if text is None:
-        return lo, hi
+def parse_span(text: str, option: str = "--range") -> tuple[int, int]:
+    """START:END (END exclusive) or START+LENGTH, not empty; UserError naming the option."""
     try:
         if "+" in text:
             a, b = text.split("+", 1)
@@ -61,9 +57,19 @@ def parse_range(text: str | None, domain: Domain) -> tuple[int, int]:
         else:
             raise ValueError("a range is START:END or START+LENGTH")
     except ValueError as e:
-        raise UserError(f"--range {text!r}: {e}") from None
-    if end <= start:
-        raise UserError(f"--range {text!r}: empty range")
+        raise UserError(f"{option} {text!r}: {e}") from None
+    if start < 0 or end <= start:
+        raise UserError(f"{option} {text!r}: empty range")
+    return start, end
+
+
+def parse_range(text: str | None, domain: Domain) -> tuple[int, int]:
+    """An IOVA range inside the domain's input address space; None = all of it."""
+    lo = min(s for s, _ in domain.windows)
+    hi = max(e for _, e in domain.windows)
+    if text is None:
+        return lo, hi
+    start, end = parse_span(text)
     if start < lo or end > hi:
         raise UserError(f"--range {text!r}: [{start:#x}, {end:#x}) is outside the input address space "
                         f"[{lo:#x}, {hi:#x}) of {domain.name}")
