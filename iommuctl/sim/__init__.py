@@ -5,7 +5,8 @@ iommufd selftest check, each legacy (iova_to_phys per PAGE_SIZE step) and length
 `simulate(domain, caller, start, end, ...)` runs one caller both ways. Small ranges are replayed
 call by call on private copies of the tables (every translation walked and counted, every unmap
 performed by the kernel's unmap semantics, the results checked); long ones are counted from the
-leaf runs (runcount), which the tests hold against the replay.
+leaf runs (runcount), which the tests hold against the replay. A table-less domain (virtio-iommu's
+mapping tree) has no leaf runs to count from: it is always replayed, its size bounded.
 """
 
 from __future__ import annotations
@@ -90,6 +91,16 @@ class CallerResult:
 def stretches(domain: Any, lo: int, hi: int) -> list[tuple[int, int]]:
     """IOVA-contiguous mapped stretches of [lo, hi), clipped: IOMMUFD's areas and the GPU
     callers' mappings by default."""
+    if not domain.fmt.has_tables:
+        # the mapping tree's nodes, side by side ones merged (runcount walks tables only)
+        out: list[tuple[int, int]] = []
+        for v, _, s, _, _, _ in domain.walker.iter_leaves(lo, hi):
+            a, b = max(v, lo), min(v + s, hi)
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        return out
     from .runcount import mapped_stretches
 
     return mapped_stretches(domain.walker, lo, hi)
@@ -181,8 +192,10 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
     every n translations a replay makes (progress)."""
     if caller not in CALLERS:
         raise UserError(f"unknown caller {caller!r} ({', '.join(CALLERS)})")
-    if not domain.fmt.has_tables:
-        raise UserError(f"{domain.name}: {domain.fmt.name} has no page table to tear down")
+    if not domain.fmt.has_tables and domain.fmt.name == "fsl-pamu":
+        # fsl_pamu_domain.c: the domain ops are attach_dev and iova_to_phys only
+        raise UserError(f"{domain.name}: fsl-pamu has no map or unmap ops in the kernel (fsl_pamu_domain.c): "
+                        f"its identity window cannot be torn down, so there is no teardown to simulate")
     if page & (page - 1) or page < 4096:
         raise UserError(f"--page-size {page:#x} is not a power of two of at least 4K")
     if (start | end) & (page - 1):
@@ -207,6 +220,9 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
     floor = floor_entries(domain, spans)
     pages = sum(b - a for a, b in units) // page
     notes: list[str] = []
+    if not domain.fmt.has_tables:
+        return _replay_tableless(domain, caller, start, end, units, explicit, page, mode, heap, floor,
+                                 trace, tick)
     use_replay = mode == "replay" or trace is not None or heap or (mode == "auto" and pages <= AUTO_REPLAY_PAGES)
     if not use_replay:
         try:
@@ -235,6 +251,36 @@ def simulate(domain: Any, caller: str, start: int, end: int, areas: list[tuple[i
         res.mismatch = bad
     return res
 
+
+
+def _replay_tableless(domain: Any, caller: str, start: int, end: int, units: list[tuple[int, int]],
+                      explicit: bool, page: int, mode: str, heap: bool, floor: int,
+                      trace: Callable[[str], None] | None, tick: Callable[[int], None] | None) -> CallerResult:
+    """A table-less (virtio-iommu) domain: the run-based count walks tables, so replay call by
+    call, bounded by the pages the loops step through (IOMMUFD: its mapped stretches only)."""
+    if mode == "runs":
+        raise UserError(f"{caller}: the run-based count walks page tables; {domain.fmt.name} has none "
+                        f"(use --mode replay or auto)")
+    if caller == "iommufd" and not explicit:
+        units = stretches(domain, start, end)
+    pages = sum(b - a for a, b in units) // page
+    cost = pages // 512 if heap and caller == "panfrost" else pages
+    limit = REPLAY_LIMIT_PAGES if mode == "replay" else FALLBACK_LIMIT_PAGES
+    if cost > limit:
+        more = (f", or ask for up to {REPLAY_LIMIT_PAGES} pages with --mode replay"
+                if mode != "replay" else "")
+        raise UserError(f"{caller}: {domain.fmt.name} has no page table to count runs from, so [{start:#x}, "
+                        f"{end:#x}) is replayed page by page, and its {pages} pages are too many (limit "
+                        f"{limit}): narrow it with --range (or --area){more}")
+    notes = [f"replayed call by call: {domain.fmt.name} has no page table for the run-based count"]
+    leg = _replay_algo(domain, caller, units, page, False, heap, trace, tick)
+    la = _replay_algo(domain, caller, units, page, True, heap, trace, tick)
+    res = CallerResult(caller, start, end, units, leg, la, floor, "replay", notes=notes, page_size=page)
+    bad = _check(domain, caller, units, leg, la, page) if units else None
+    if bad is not None:
+        res.ok = False
+        res.mismatch = bad
+    return res
 
 
 def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int, int]], explicit: bool,

@@ -5,7 +5,9 @@ generic_pt "iommupt" domain), the driver's unmap_pages over a private copy of th
 iommu_iotlb_sync, and the unpins, recorded as PFN runs.
 
 Everything here only calls the format hooks (classify, next_table, leaf_size, invalidate,
-leaf_placement, index), so it works for every format the walker can walk.
+leaf_placement, index), so it works for every format the walker can walk. A table-less domain
+(virtio-iommu: an interval tree of MAP requests, formats/virtio.py MappingWalker) runs the same
+__iommu_unmap loop with the driver's unmap_pages being viommu_unmap_pages over the tree.
 """
 
 from __future__ import annotations
@@ -98,10 +100,14 @@ class SimDomain:
         self.legacy_hook = self.fmt.legacy_iova_to_phys
         self.tick: Callable[[int], None] | None = None  # progress: called every 65536 translations
         self._zero_invalidate = type(self.fmt).invalidate is PageTable.invalidate
+        self.tableless = not self.fmt.has_tables
 
     # -- translation --------------------------------------------------------------------------
     def _translate(self, iova: int) -> Any:
-        # through the resolver, on this private copy (a WalkError becomes the user's error)
+        # through the resolver, on this private copy (a WalkError becomes the user's error).
+        # A table-less domain's lookup (viommu_iova_to_phys: interval_tree_iter_first over the
+        # mapping tree) counts 1 entry read: the one node it lands on, as MappingWalker.translate
+        # counts it (the tree's internal rb-node hops are not table entries).
         t = resolver_translate(self.domain, iova)
         self.c.translations += 1
         if self.tick is not None and not self.c.translations & 0xFFFF:
@@ -160,7 +166,9 @@ class SimDomain:
             if got:
                 g.add_range(iova, got)
             return got
-        # __iommu_unmap_domain_pgtbl
+        # __iommu_unmap_domain_pgtbl (a table-less virtio domain takes this loop too: it is no
+        # iommupt domain; its unmap_pages is viommu_unmap_pages, which may return more than
+        # asked, ending the loop as "unmapped < size" no longer holds)
         bitmap = self.fmt.pgsize_bitmap
         minpg = bitmap & -bitmap
         if (iova | size) & (minpg - 1):
@@ -192,6 +200,8 @@ class SimDomain:
         an empty entry, and (arm, dart) at the end of that table."""
         fmt = self.fmt
         self.c.driver_unmaps += 1
+        if self.tableless:
+            return self._viommu_unmap_pages(iova, pgsize, count)
         if pgsize not in fmt.page_sizes or count <= 0:
             self.c.warns += 1
             return 0
@@ -219,6 +229,24 @@ class SimDomain:
             return self._clear_pages(table, lvl, idx, n, num, pgsize, parent)
         except (WalkError, MemoryFault) as e:
             raise UserError(f"{self.domain.name}: unmapping {iova:#x}: {e}") from None
+
+    def _viommu_unmap_pages(self, iova: int, pgsize: int, count: int) -> int:
+        """viommu_unmap_pages(domain, iova, pgsize, pgcount): viommu_del_mappings over
+        [iova, iova + pgsize * pgcount - 1] removes every node starting inside it, whole (maybe
+        more bytes than asked), stopping at one that starts before iova ("Trying to split a
+        mapping?"); fewer bytes than asked is 0, the nodes already removed staying removed. The
+        UNMAP request to the device is assumed sent and acknowledged (endpoints attached). The
+        gather is not touched: the core's loop fills it, so iommu_iotlb_sync reaches
+        viommu_iotlb_sync."""
+        unmap_leaf = getattr(self.walker, "unmap_leaf", None)
+        if unmap_leaf is None or count <= 0:
+            self.c.warns += 1
+            return 0
+        size = pgsize * count
+        got = int(unmap_leaf(iova, size))
+        if self.trace:
+            self.trace(f"viommu_unmap_pages({iova:#x}, {pgsize:#x}, {count}) = {got:#x}")
+        return got
 
     def _clear_pages(self, table: int, lvl: Any, idx: int, n: int, num: int, pgsize: int, parent: int | None) -> int:
         fmt = self.fmt
@@ -387,6 +415,10 @@ def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, 
 def floor_entries(domain: Any, spans: list[tuple[int, int]]) -> int:
     """Entries one range walk per span reads to enumerate its leaves: in every table it enters,
     the entries inside the span, each once (last-level tables counted from their parents)."""
+    if not domain.fmt.has_tables:
+        # an interval-tree range walk (interval_tree_iter_first/next) visits each node
+        # overlapping the span once: one entry per node, as a lookup counts one
+        return sum(sum(1 for _ in domain.walker.iter_leaves(lo, hi)) for lo, hi in spans)
     from .runcount import table_shape
 
     return sum(table_shape(domain.walker, lo, hi).floor for lo, hi in spans)
