@@ -151,3 +151,24 @@ def test_ranges_cutting_blocks_runs_equal_replay() -> None:
         compare(dom, "iommufd", lo, hi, [(lo, hi)] if lo == 0x40400000 else None)
         rep = simulate(dom, "vfio", lo, hi, mode="replay")
         assert not rep.ok
+
+
+ALIASED = ("mappings:\n  - {iova: 0x40000000, phys: 0x80000000, size: 0x200000}\n"
+           "  - {iova: 0x40200000, phys: 0x80000000, size: 0x200000}\n")
+
+
+def test_aliased_pfns_blame_the_iova_left_behind() -> None:
+    # Two IOVAs map the same PFNs; the range cuts the second mapping's 1M section, so VFIO stops
+    # there. The PFN check must name 0x40200000 (still mapped), not the first IOVA of the PFN.
+    dom = load_domain_text("format: arm-v7s\n" + ALIASED)
+    compare(dom, "vfio", 0x40000000, 0x40201000)
+    assert simulate(dom, "vfio", 0x40000000, 0x40201000, mode="replay").mismatch[0] == 0x40200000
+
+
+def test_range_unaligned_to_the_iommu_page_is_replayed() -> None:
+    # DART 16K pages, PAGE_SIZE 4K: __iommu_unmap refuses the whole unaligned call, which only the
+    # replay models; the run-based count says it does not cover the range.
+    dom = load_domain_text("format: apple-dart\n" + ALIASED)
+    compare(dom, "vfio", 0x40000000, 0x40005000)
+    r = simulate(dom, "vfio", 0x40000000, 0x40005000)
+    assert r.legacy.counts.unmaps == 2 and r.legacy.counts.unpinned_pages == 0 and not r.ok

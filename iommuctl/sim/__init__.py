@@ -288,6 +288,12 @@ def _runs(domain: Any, caller: str, start: int, end: int, units: list[tuple[int,
     from . import runcount as rc
 
     w = domain.walker
+    minpg = min(domain.fmt.page_sizes)
+    for lo, hi in units:
+        if (lo | hi) & (minpg - 1):
+            # __iommu_unmap refuses a whole call whose iova or size is not aligned to the smallest
+            # IOMMU page ("unaligned"); the run formulas assume the call gets as far as the driver.
+            raise rc.NotRunnable(f"[{lo:#x}, {hi:#x}) is not aligned to the IOMMU page size {minpg:#x}")
     leg, la = Counts(), Counts()
     out_units = list(units)
     stop: int | None = None

@@ -12,6 +12,7 @@ __iommu_unmap loop with the driver's unmap_pages being viommu_unmap_pages over t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -404,12 +405,14 @@ def first_pfn_difference(a: list[tuple[int, int, int]], b: list[tuple[int, int, 
     pfn = _first_diff_pfn(pa, pb)
     if pfn is None:
         return None
-    best: int | None = None
-    for iova, first, n in a + b:
-        if first <= pfn < first + n:
-            v = iova + ((pfn - first) << shift)
-            best = v if best is None else min(best, v)
-    return best
+    # The IOVAs at which each side holds that PFN; with aliases (one PFN at several IOVAs) the
+    # culprit is an IOVA on one side only, not merely the lowest IOVA of the PFN.
+    at_a = Counter(iova + ((pfn - first) << shift) for iova, first, n in a if first <= pfn < first + n)
+    at_b = Counter(iova + ((pfn - first) << shift) for iova, first, n in b if first <= pfn < first + n)
+    odd = (at_a - at_b) + (at_b - at_a)
+    if odd:
+        return min(odd)
+    return min(at_a + at_b) if at_a or at_b else None
 
 
 def floor_entries(domain: Any, spans: list[tuple[int, int]]) -> int:
