@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -97,10 +99,13 @@ def timed(args: list[str], repeat: int) -> tuple[float, float, str]:
     return best_cpu, best_wall, out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@contextmanager
+def scattered_bench(doc: str | None) -> Iterator[tuple[argparse.Namespace, Path, Path, np.ndarray]]:
+    """The benches' common set-up: --gib/--dir/--repeat, the scattered image built into --dir or
+    a temporary directory (removed afterwards). Yields (args, directory, domain file, PAs)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gib", type=int, default=64)
-    ap.add_argument("--dir", type=Path, help="keep the image here (default: a temporary directory)")
+    ap.add_argument("--dir", type=Path, help="keep the images here (default: a temporary directory)")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     tmp = None
@@ -114,6 +119,14 @@ def main() -> None:
         dom, phys = build_image(directory, a.gib)
         print(f"built {a.gib} GiB of scattered 4K pages ({len(phys)} leaves, "
               f"{(dom.parent / 'tables.bin').stat().st_size >> 20} MiB of tables) in {time.perf_counter() - t0:.1f} s")
+        yield a, directory, dom, phys
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    with scattered_bench(__doc__) as (a, _directory, dom, phys):
         d = str(dom)
         pa = int(phys[len(phys) // 3]) + 0x123  # a mapped PA, inside its page
         window = f"{PHYS_BASE + (8 << 30):#x}+1G"
@@ -136,9 +149,6 @@ def main() -> None:
                   f"({len(lines)} lines; last: {lines[-1][:90] if lines else ''})")
         print(f"worst ratio of the queries {worst:.2f} (issue 9 asks for <= 2; the --json row prints "
               f"every one of the window's leaves and is shown for scale)")
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -426,9 +426,6 @@ class PageTable:
     def in_windows(self, iova: int) -> bool:
         return any(s <= iova < e for s, e in self.windows)
 
-    @classmethod
-    def describe_config(cls) -> dict[str, Any]:
-        return dict(cls.config_defaults)
 
 
 # ---------------------------------------------------------------------------------------------

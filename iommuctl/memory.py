@@ -245,9 +245,6 @@ class PhysMem:
             out.add(Segment(seg.base, seg.length, buf, seg.origin, seg.writable, seg.source))
         return out
 
-    @property
-    def total(self) -> int:
-        return sum(s.length for s in self.segments)
 
 
 def load_elf(mem: PhysMem, path: str | Path, origin: str | None = None) -> None:

@@ -72,9 +72,6 @@ def plain_table(title: str | None, columns: Sequence[str], rows: list[list[str]]
         w(line(r))
 
 
-def warn(message: str) -> None:
-    sys.stderr.write(f"iommuctl: warning: {message}\n")
-
 
 def progress(total: int, description: str) -> Any:
     """A progress bar on stderr when stderr is a terminal; a no-op context otherwise."""

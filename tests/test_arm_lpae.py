@@ -41,6 +41,8 @@ from formats.walker import Walker
 from iommuctl.domain import load_domain_text
 from iommuctl.memory import PhysMem
 
+from .mapping_strategy import draw_layout
+
 # --- the kernel's macros (io-pgtable-arm.c), restated ----------------------------------------
 ARM_LPAE_PTE_TYPE_BLOCK = 1
 ARM_LPAE_PTE_TYPE_TABLE = 3
@@ -707,24 +709,7 @@ def domains(draw: st.DrawFn) -> tuple[ArmLpae, list[tuple[int, int, int, int]]]:
     f = fmt(fid, **cfg)
     start, end = f.windows[0]
     region = min((end - start) // 8, 4 * f.page_sizes[-1])
-    small = f.page_sizes[0]
-    bigs = [s for s in f.page_sizes if 3 * s + 80 * small <= region]
-    maps = []
-    for k in draw(st.lists(st.integers(0, 7), min_size=1, max_size=5, unique=True)):
-        big = draw(st.sampled_from(bigs))
-        n_big, n_small = draw(st.integers(0, 2)), draw(st.integers(0, 40))
-        if n_big:
-            # a head of small pages up to a `big` boundary, the blocks, a tail of small pages
-            head = draw(st.integers(0, min(40, big // small - 1)))
-            off, size, skew = big - head * small if head else 0, (head + n_small) * small + n_big * big, 0
-        else:
-            # small pages only; sometimes PA not congruent with the IOVA (no block possible)
-            off, size = draw(st.integers(0, 63)) * small, max(n_small, 1) * small
-            skew = draw(st.sampled_from([0, 0, small]))
-        iova = start + k * region + off
-        phys = draw(st.integers(0, ((1 << f.oas) - region) // region - 1)) * region + off + skew
-        maps.append((iova, phys, size, draw(PROTS)))
-    return f, maps
+    return f, draw_layout(draw, f, start, region, PROTS, 5, 40)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -37,6 +37,8 @@ from formats.generic_pt.common import ERANGE_PHYS, GenericPt
 from formats.walker import Walker
 from iommuctl.memory import PhysMem
 
+from .mapping_strategy import draw_layout
+
 CASES = sorted(p for p in (Path(__file__).parent.parent / "fixtures" / "conformance").glob("generic_pt-*")
                if (p / "case.json").exists())
 FMT_OF = {"generic_pt-amdv1": "amdv1", "generic_pt-vtdss": "vtdss", "generic_pt-x86_64": "x86-64",
@@ -290,22 +292,7 @@ def domains(draw: st.DrawFn) -> tuple[GenericPt, list[tuple[int, int, int, int]]
     start, end = window
     end = min(end, start + (1 << min(f.max_vasz, 50)))
     region = min((end - start) // 8, 1 << 32)
-    small = f.page_sizes[0]
-    bigs = [s for s in f.page_sizes if 3 * s + 40 * small <= region] or [small]
-    maps = []
-    for k in draw(st.lists(st.integers(0, 7), min_size=1, max_size=4, unique=True)):
-        big = draw(st.sampled_from(bigs))
-        n_big, n_small = draw(st.integers(0, 2)), draw(st.integers(0, 20))
-        if n_big:
-            head = draw(st.integers(0, min(20, big // small - 1)))
-            off, size, skew = big - head * small if head else 0, (head + n_small) * small + n_big * big, 0
-        else:
-            off, size = draw(st.integers(0, 63)) * small, max(n_small, 1) * small
-            skew = draw(st.sampled_from([0, 0, small]))
-        iova = start + k * region + off
-        phys = draw(st.integers(0, ((1 << f.oas) - region) // region - 1)) * region + off + skew
-        maps.append((iova, phys, size, draw(PROTS)))
-    return f, maps
+    return f, draw_layout(draw, f, start, region, PROTS, 4, 20)
 
 
 @settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
