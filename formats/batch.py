@@ -40,6 +40,7 @@ def translate_many(walker: Walker, iovas: np.ndarray) -> BatchResult:
             t = walker.translate(v)
             if t.mapped:
                 res.phys[i], res.size[i], res.level[i], res.prot[i] = t.phys, t.size, t.level or 0, t.prot
+                res.raw[i], res.entry[i] = t.raw, t.entry
         return res
     for top in walker.tops:
         inside = (iovas >= np.uint64(top.start)) & (iovas <= np.uint64(top.end - 1))

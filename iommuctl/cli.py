@@ -79,14 +79,23 @@ def check_iova(domain: Any, iova: int) -> None:
         raise UserError(f"IOVA {iova:#x} is outside the input address space {spaces} of {domain.name}")
 
 
-def iter_iovas(args: tuple[str, ...]) -> list[int]:
-    """The IOVAs of the arguments, `-` being stdin (one per line, `#` comments)."""
+def iter_iovas(args: tuple[str, ...]) -> Any:
+    """The IOVAs of the arguments, `-` being stdin (one per line, `#` comments): a list, or a
+    uint64 array when a large stdin was plain numbers (parsed with numpy, see bulk.py)."""
     out: list[int] = []
     for a in args:
         if a != "-":
             out.append(parse_iova(a))
             continue
-        lines = sys.stdin.read().splitlines()
+        stream = getattr(sys.stdin, "buffer", None)  # a test's StringIO stdin has no bytes layer
+        data = stream.read() if stream is not None else sys.stdin.read().encode()
+        if len(data) >= BULK_INPUT and args == ("-",):
+            from .bulk import parse_numbers
+
+            arr = parse_numbers(data)
+            if arr is not None:
+                return arr
+        lines = data.decode(errors="replace").splitlines()
         try:  # the common case, plain hex or decimal numbers, in one pass
             vals = [int(x, 0) for x in lines]
             if vals and (min(vals) < 0 or max(vals) >= 1 << 64):
@@ -103,6 +112,9 @@ def iter_iovas(args: tuple[str, ...]) -> list[int]:
                 except UserError as e:
                     raise UserError(f"<stdin> line {lineno}: {e}") from None
     return out
+
+
+BULK_INPUT = 1 << 14  # below this many bytes of stdin, numpy's import costs more than it saves
 
 
 def translation_row(t: Any, legacy: int | None) -> dict[str, Any]:
@@ -134,12 +146,10 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
     values = iter_iovas(iovas)
     if len(values) >= BATCH_MIN:
         _check_iovas(dom, values)
+        missed = _translate_batch(dom, values, legacy, as_json)
     else:
         for iova in values:
             check_iova(dom, iova)
-    if len(values) >= BATCH_MIN:
-        missed = _translate_batch(dom, values, legacy, as_json)
-    else:
         missed = _translate_each(dom, values, legacy, as_json)
     if missed:
         sys.exit(1)
@@ -148,15 +158,15 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
 BATCH_MIN = 256  # below this, one walk per IOVA is cheaper than importing numpy
 
 
-def _check_iovas(dom: Any, values: list[int]) -> None:
+def _check_iovas(dom: Any, values: Any) -> None:
     import numpy as np
 
-    arr = np.array(values, dtype=np.uint64)
+    arr = np.asarray(values, dtype=np.uint64)
     inside = np.zeros(len(arr), dtype=bool)
     for s, e in dom.windows:
         inside |= (arr >= np.uint64(s)) & (arr <= np.uint64(e - 1))
     if not inside.all():
-        check_iova(dom, values[int(np.flatnonzero(~inside)[0])])
+        check_iova(dom, int(arr[int(np.flatnonzero(~inside)[0])]))
 
 
 def _translate_each(dom: Any, values: list[int], legacy: bool, as_json: bool) -> bool:
@@ -182,66 +192,106 @@ def _translate_each(dom: Any, values: list[int], legacy: bool, as_json: bool) ->
     return missed
 
 
-def _translate_batch(dom: Any, values: list[int], legacy: bool, as_json: bool) -> bool:
-    """Many IOVAs: translated level by level with numpy, rows written in one pass."""
+def _translate_batch(dom: Any, values: Any, legacy: bool, as_json: bool) -> bool:
+    """Many IOVAs: translated level by level with numpy; JSON rows formatted with numpy too
+    (bulk.Rows), in chunks so memory stays small and is reused."""
     import numpy as np
 
     from formats.base import WalkError
     from formats.batch import translate_many
 
     try:
-        r = translate_many(dom.walker, np.array(values, dtype=np.uint64))
+        r = translate_many(dom.walker, np.asarray(values, dtype=np.uint64))
     except WalkError as e:
         raise UserError(f"{dom.name}: {e}") from None
-    if as_json and len(values) > CHUNK:
-        # in chunks: rows are written as they are made, so memory stays small and is reused
-        miss = False
-        for k in range(0, len(values), CHUNK):
-            miss |= _rows(dom, values[k:k + CHUNK], r, k, legacy, as_json)
-        return miss
-    return _rows(dom, values, r, 0, legacy, as_json)
+    legs = _legacy_values(dom, r) if legacy else None
+    if not as_json:
+        _table_rows(r, legs)
+    else:
+        out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+        for k in range(0, len(r.iova), CHUNK):
+            text = _json_rows(r, slice(k, k + CHUNK), legs)
+            if out is not None:
+                sys.stdout.flush()
+                out.write(text)
+            else:
+                sys.stdout.write(text.decode())
+    return bool((r.size == 0).any())
 
 
 CHUNK = 1 << 16
 
 
-def _rows(dom: Any, values: list[int], r: Any, k: int, legacy: bool, as_json: bool) -> bool:
-    from formats.base import PHYS_ADDR_MAX, Translation, prot_str
+def _legacy_values(dom: Any, r: Any) -> Any:
+    """What the format's legacy iova_to_phys returns per IOVA (its own hook, one call each)."""
+    import numpy as np
+
+    from formats.base import Translation
+
+    legacy_of = dom.fmt.legacy_iova_to_phys
+    cols = (r.iova.tolist(), r.phys.tolist(), r.size.tolist(), r.level.tolist(), r.prot.tolist(),
+            r.raw.tolist(), r.entry.tolist())
+    return np.array([legacy_of(v, Translation(v, ph, sz, lv, pr, rw, en) if sz else Translation(v))
+                     for v, ph, sz, lv, pr, rw, en in zip(*cols)], dtype=np.uint64)
+
+
+def _prot_words(prot: Any) -> tuple[Any, list[str]]:
+    from formats.base import prot_str
+
+    from .bulk import small_codes
+
+    codes, words = small_codes(prot)
+    return codes, [prot_str(int(w)) for w in words]
+
+
+def _json_rows(r: Any, part: slice, legs: Any) -> bytes:
+    """The translate JSON rows of r[part], in the shape translation_row gives."""
+    from .bulk import Rows, pow2_codes, small_codes
+
+    size = r.size[part]
+    n = len(size)
+    hit = size != 0
+    rows = Rows(n)
+    rows.text('{"iova": "0x')
+    rows.hex(r.iova[part])
+    rows.words(hit.astype(int), ['", "mapped": false, "phys": "0x', '", "mapped": true, "phys": "0x'])
+    rows.hex(r.phys[part])  # PHYS_ADDR_MAX on a miss
+    rows.text('", "size": ')
+    rows.words(*pow2_codes(size))
+    rows.text(', "level": ', hit)
+    rows.words(*small_codes(r.level[part]), where=hit)
+    rows.text(', "prot": "', hit)
+    rows.words(*_prot_words(r.prot[part]), where=hit)
+    rows.text('", "raw": "0x', hit)
+    rows.hex(r.raw[part], hit)
+    rows.text('", "entry": "0x', hit)
+    rows.hex(r.entry[part], hit)
+    rows.text('"', hit)
+    if legs is not None:
+        rows.text(', "legacy": "0x')
+        rows.hex(legs[part])
+        rows.text('"')
+    rows.text("}\n")
+    return rows.tobytes()
+
+
+def _table_rows(r: Any, legs: Any) -> None:
+    from formats.base import prot_str
 
     from .numbers import fmt_size
     from .output import table
 
-    n = len(values)
-    phys, size, level = r.phys[k:k + n].tolist(), r.size[k:k + n].tolist(), r.level[k:k + n].tolist()
-    prot, raw, entry = r.prot[k:k + n].tolist(), r.raw[k:k + n].tolist(), r.entry[k:k + n].tolist()
-    prot_text = {p: prot_str(p) for p in set(prot)}
-    if legacy:
-        legacy_of = dom.fmt.legacy_iova_to_phys
-        legs = [f"{legacy_of(v, Translation(v, ph, sz, lv, pr, rw, en) if sz else Translation(v)):#x}"
-                for v, ph, sz, lv, pr, rw, en in zip(values, phys, size, level, prot, raw, entry)]
-    else:
-        legs = [""] * len(values)
-    miss_phys = f"{PHYS_ADDR_MAX:#x}"
-    if as_json:
-        tail = [f', "legacy": "{x}"}}' for x in legs] if legacy else ["}"] * len(values)
-        # hex() is three times faster than a format spec, and this is the whole cost per IOVA
-        lines = [f'{{"iova": "{hex(v)}", "mapped": true, "phys": "{hex(ph)}", "size": {sz}, "level": {lv}, '
-                 f'"prot": "{prot_text[pr]}", "raw": "{hex(rw)}", "entry": "{hex(en)}"{t}' if sz else
-                 f'{{"iova": "{hex(v)}", "mapped": false, "phys": "{miss_phys}", "size": 0{t}'
-                 for v, ph, sz, lv, pr, rw, en, t in zip(values, phys, size, level, prot, raw, entry, tail)]
-    else:
-        rows = [[f"{v:#x}", f"{ph:#x}", fmt_size(sz), lv, prot_text[pr], f"{rw:#x}"] if sz else
-                [f"{v:#x}", "unmapped", "-", "-", "-", "-"]
-                for v, ph, sz, lv, pr, rw in zip(values, phys, size, level, prot, raw)]
-        if legacy:
-            for row, leg in zip(rows, legs):
-                row.append(leg)
-    if as_json:
-        sys.stdout.write("\n".join(lines) + "\n")
-    else:
-        table(None, ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legacy else []), rows,
-              justify_right=("size",))
-    return 0 in size
+    size, prot = r.size.tolist(), r.prot.tolist()
+    words = {p: prot_str(p) for p in set(prot)}
+    rows = [[f"{v:#x}", f"{ph:#x}", fmt_size(sz), lv, words[pr], f"{rw:#x}"] if sz else
+            [f"{v:#x}", "unmapped", "-", "-", "-", "-"]
+            for v, ph, sz, lv, pr, rw in zip(r.iova.tolist(), r.phys.tolist(), size, r.level.tolist(), prot,
+                                             r.raw.tolist())]
+    if legs is not None:
+        for row, leg in zip(rows, legs.tolist()):
+            row.append(f"{leg:#x}")
+    table(None, ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else []), rows,
+          justify_right=("size",))
 
 
 @cli.command()

@@ -1,0 +1,197 @@
+"""Text in and out in bulk with numpy: IOVA lists parsed and JSON rows written without a Python
+object per row.
+
+A million IOVAs through `translate -` used to spend 90% of its time in per-row Python (int()
+on each line, an f-string and four hex() calls per row). Input: the common form, one `0x…` hex
+(or plain decimal) number per line, is checked with one byte lookup and each line's last 16
+nibbles are packed as two words (SWAR); anything else (comments, blank lines, suffixes,
+underscores) returns None and the caller's per-line parser, which names a bad line, does the
+work. Output: see Rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_NL, _X, _BAD = 16, 17, 255
+_LUT = np.full(256, _BAD, dtype=np.uint8)  # byte -> nibble value, newline, 'x' or bad
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _LUT[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _LUT[_c] = 10 + _i
+_LUT[ord("\n")], _LUT[ord("x")] = _NL, _X
+
+
+_U64 = np.dtype("<u8")  # rows are built as little-endian words: byte order is text order
+_ONES = np.uint64(0x0101010101010101)
+# KEEP[z]: a word's bytes after its first z (the leading zeros to drop); z = 8 drops the word
+_KEEP = np.array([(0xFFFFFFFFFFFFFFFF << (8 * z)) & 0xFFFFFFFFFFFFFFFF for z in range(9)], dtype=np.uint64)
+
+
+def parse_numbers(data: bytes) -> np.ndarray | None:
+    """uint64 values of `data` when every line is `0x` + 1..16 hex digits, or every line a decimal
+    number of 1..19 digits without a leading zero (int(x, 0)'s rule); None otherwise."""
+    if not data:
+        return np.zeros(0, dtype=np.uint64)
+    if data[-1:] != b"\n":
+        data += b"\n"
+    # one lookup pass validates every byte and turns digits into nibbles
+    code = _LUT[np.frombuffer(data, dtype=np.uint8)]
+    if (code == _BAD).any():
+        return None
+    ends = np.flatnonzero(code == _NL)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    lens = ends - starts
+    if (lens == 0).any():  # blank lines: the per-line parser skips them
+        return None
+    xs = int(np.count_nonzero(code == _X))
+    if xs == len(lens):  # hex: '0', 'x', then 1..16 digits
+        if (lens < 3).any() or (lens > 18).any() or (code[starts] != 0).any() or (code[starts + 1] != _X).any():
+            return None
+        return _hex_lines(np.concatenate([np.zeros(16, dtype=np.uint8), code]), ends + 16, lens - 2)
+    if xs:
+        return None
+    if (lens > 19).any() or np.count_nonzero(code > 9) != len(ends) or ((code[starts] == 0) & (lens > 1)).any():
+        return None
+    return _decimal_lines(code, starts, ends)
+
+
+def _hex_lines(padded: np.ndarray, ends: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """Each line's value from its last 16 nibble bytes (ends: offsets in `padded` of the
+    newlines; 16 zero bytes lead, so a short first line still has two words before its end),
+    read as two little-endian words and packed (SWAR), leading non-digits masked."""
+    words = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))  # a word at every byte
+    value = _pack_nibbles(words[ends - 8] & _KEEP[np.clip(8 - digits, 0, 8)])
+    if digits.max() > 8:
+        high = _pack_nibbles(words[ends - 16] & _KEEP[np.clip(16 - digits, 0, 8)])
+        value |= high << np.uint64(32)
+    return value
+
+
+def _pack_nibbles(x: np.ndarray) -> np.ndarray:
+    """Eight bytes holding one nibble each, first byte most significant, as a 32-bit value."""
+    x = x.astype(np.uint64, copy=False)
+    x = ((x & np.uint64(0x00FF00FF00FF00FF)) << np.uint64(4)) | ((x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF))
+    x = ((x & np.uint64(0x0000FFFF0000FFFF)) << np.uint64(8)) | ((x >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF))
+    return ((x & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | (x >> np.uint64(32))
+
+
+def _decimal_lines(code: np.ndarray, first: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Right-aligned digits, one column (one digit position) at a time over all lines."""
+    width = int((ends - first).max())
+    acc = np.zeros(len(ends), dtype=np.uint64)
+    for k in range(width, 0, -1):  # the digit k places from the end of the line
+        pos = ends - k
+        digit = code[np.maximum(pos, 0)].astype(np.uint64)
+        digit[pos < first] = 0  # this line is shorter
+        acc = acc * np.uint64(10) + digit
+    return acc
+
+
+def _hex_word(x: np.ndarray) -> np.ndarray:
+    """The 8 hex digits of each 32-bit value of x (uint64 array) as 8 ASCII bytes, most
+    significant digit first in memory (SWAR: spread nibbles to bytes, then add '0' or 'a'-10)."""
+    x = (x | (x << np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+    x = (x | (x << np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+    x = (x | (x << np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    letter = ((x + np.uint64(0x0606060606060606)) >> np.uint64(4)) & _ONES  # 1 where the digit is >= 10
+    x = x + np.uint64(0x3030303030303030) + letter * np.uint64(0x27)
+    return x.byteswap()  # digit 7 (the top nibble) was in the low byte
+
+
+def hex_digits(values: np.ndarray) -> np.ndarray:
+    """Digits of each value's hex form (1 for 0): the float exponent gives the bit length,
+    corrected where rounding to 53 bits went up a power of two."""
+    d = (np.frexp(values.astype(np.float64))[1] + 3) // 4
+    over = (d > 1) & ((values >> (4 * (d - 1)).astype(np.uint64)) == 0)
+    return np.maximum(d - over, 1)
+
+
+class Rows:
+    """n text rows assembled piece by piece, then written as bytes.
+
+    Every row is the same run of 8-byte words: each piece (a literal, a hex number, one of a few
+    words) starts on a word and pads with NUL; the literals are a template copied to every row,
+    the variable pieces are a few whole-word column writes, and the NULs are deleted in one C pass
+    at the end (JSON text has none). `where` limits a piece to some rows (a miss has no level,
+    prot, raw or entry)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.template: list[np.ndarray] = []  # per piece: its words in the template
+        self.fills: list[tuple[int, np.ndarray]] = []  # (first word, (n, w) or (n,) words)
+        self.masks: list[tuple[int, int, np.ndarray]] = []  # (first word, end word, rows kept)
+        self.at = 0
+
+    def _piece(self, words: int, where: np.ndarray | None) -> int:
+        at = self.at
+        self.at += words
+        if where is not None:
+            self.masks.append((at, self.at, where))
+        return at
+
+    def text(self, s: str, where: np.ndarray | None = None) -> None:
+        raw = s.encode()
+        raw += b"\0" * (-len(raw) % 8)
+        words = np.frombuffer(raw, dtype=_U64)
+        self._piece(len(words), where)
+        self.template.append(words)
+
+    def hex(self, values: np.ndarray, where: np.ndarray | None = None) -> None:
+        """Lowercase hex digits without leading zeros ("0" for zero), no 0x."""
+        values = np.ascontiguousarray(values, dtype=np.uint64)
+        top = int(np.bitwise_or.reduce(values)) if len(values) else 0
+        zeros = 16 - hex_digits(values)  # leading zero digits of a 16-digit form
+        lo = _hex_word(values & np.uint64(0xFFFFFFFF)) & _KEEP[np.clip(zeros - 8, 0, 8)]
+        if top >> 32:
+            hi = _hex_word(values >> np.uint64(32)) & _KEEP[np.minimum(zeros, 8)]
+            at = self._piece(2, where)
+            self.fills += [(at, hi), (at + 1, lo)]
+        else:
+            self.fills.append((self._piece(1, where), lo))
+        self.template.append(np.zeros(2 if top >> 32 else 1, dtype=_U64))
+
+    def words(self, codes: np.ndarray, words: Sequence[str], where: np.ndarray | None = None) -> None:
+        """words[codes[i]] in row i: small sets such as prot strings, levels, page sizes."""
+        enc = [w.encode() for w in words]
+        width = max(1, (max(len(w) for w in enc) + 7) // 8)
+        table = np.zeros(len(enc), dtype=f"S{8 * width}")
+        table[:] = enc
+        at = self._piece(width, where)
+        self.fills.append((at, table.view(_U64).reshape(len(enc), width)[codes]))
+        self.template.append(np.zeros(width, dtype=_U64))
+
+    def tobytes(self) -> bytes:
+        out = np.empty((self.n, self.at), dtype=_U64)
+        out[:] = np.concatenate(self.template)
+        for at, col in self.fills:
+            if col.ndim == 1:
+                out[:, at] = col
+            else:
+                out[:, at:at + col.shape[1]] = col
+        for start, end, where in self.masks:
+            if not where.all():
+                out[np.flatnonzero(~where), start:end] = 0
+        return out.tobytes().translate(None, b"\0")
+
+
+def small_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(codes, words) for decimal printing of an int array with few distinct values."""
+    values = np.asarray(values)
+    if len(values) and values.dtype.kind in "iu":
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < 4096:  # levels, prot bits: no sort needed
+            return (values - lo).astype(np.intp), [str(lo + i) for i in range(hi - lo + 1)]
+    uniq, codes = np.unique(values, return_inverse=True)
+    return codes, [str(int(u)) for u in uniq]
+
+
+def pow2_codes(sizes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(codes, words) for sizes that are 0 or powers of two (leaf sizes), without a sort."""
+    if (sizes & (sizes - np.uint64(1))).any():  # a table-less format's odd-sized window
+        return small_codes(sizes)
+    _, exp = np.frexp(sizes.astype(np.float64))  # 2**k == 0.5 * 2**(k+1): exp is k + 1, 0 for 0
+    return exp.astype(np.intp), ["0"] + [str(1 << k) for k in range(64)]
