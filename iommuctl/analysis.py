@@ -817,7 +817,7 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
     Compares translations, not bytes: A and B may be of different formats. Changes are runs
     of IOVAs whose translation differs in the same way. Exit status 1 when they differ.
     """
-    from .output import console, emit_json, table
+    from .output import emit_json, say, table
 
     da, db = load(a), load(b)
     start, end = diff_range(da, db, range_)
@@ -846,7 +846,7 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
             table(f"{da.name} -> {db.name}", ["change", "iova", "end", "size", "a (phys size prot)",
                                               "b (phys size prot)", "what"], rows, justify_right=("size",))
         verdict = "differ" if st.differ else "translate the same"
-        console().print(f"{verdict}: added {fmt_size(st.added)}, removed {fmt_size(st.removed)}, changed "
+        say(f"{verdict}: added {fmt_size(st.added)}, removed {fmt_size(st.removed)}, changed "
                         f"{fmt_size(st.changed)} ({sum(st.runs.values())} runs); same {fmt_size(st.same)}; "
                         f"range [{start:#x}, {end:#x})")
     if st.differ:
@@ -893,7 +893,7 @@ def reverse_cmd(domain: str, pas: tuple[str, ...], range_: str | None, iova_rang
     table is read (each filtered with one numpy mask). Exit status 1 when some PA (or some byte of
     --range) is mapped by no IOVA.
     """
-    from .output import console, emit_json, table
+    from .output import emit_json, say, table
 
     if not pas and range_ is None:
         raise UserError("reverse needs physical addresses or --range")
@@ -964,7 +964,7 @@ def reverse_cmd(domain: str, pas: tuple[str, ...], range_: str | None, iova_rang
             table(f"{dom.name}: IOVAs mapping [{plo:#x}, {phi:#x})",
                   ["iova", "end", "phys", "phys end", "pgsize", "count", "level", "prot"], rrows,
                   justify_right=("pgsize", "count"))
-            console().print(f"physical [{plo:#x}, {phi:#x}): {fmt_size(rr.mapped)} mapped in {nruns} IOVA runs, "
+            say(f"physical [{plo:#x}, {phi:#x}): {fmt_size(rr.mapped)} mapped in {nruns} IOVA runs, "
                             f"{fmt_size(unmapped)} unmapped in {len(rr.holes)} holes, "
                             f"{fmt_size(rr.aliased)} reached by more than one IOVA")
     if missed:
@@ -975,7 +975,7 @@ def print_aliases(dom: Domain, start: int, end: int, as_json: bool,
                   phys_window: tuple[int, int] | None = None) -> None:
     """walk --aliases: physical ranges mapped at more than one IOVA, then table pages the domain
     maps (writable ones let the device rewrite its own translations)."""
-    from .output import console, emit_json, table
+    from .output import emit_json, say, table
 
     phys, tabs = find_aliases(dom, start, end, phys_window)
     if as_json:
@@ -1003,7 +1003,7 @@ def print_aliases(dom: Domain, start: int, end: int, as_json: bool,
               ["table", "level", "bytes", "iova", "end", "pgsize", "prot", "writable"],
               ([f"{t.table:#x}", t.level, t.nbytes, f"{t.iova:#x}", f"{t.end:#x}", fmt_size(t.pgsize),
                 prot_str(t.prot), "yes" if t.writable else "no"] for t in tabs))
-    console().print(f"{len(phys)} physical ranges mapped at more than one IOVA "
+    say(f"{len(phys)} physical ranges mapped at more than one IOVA "
                     f"({fmt_size(sum(a.end - a.phys for a in phys))}); {len({t.table for t in tabs})} page tables "
                     f"mapped by the domain ({len({t.table for t in tabs if t.writable})} writable); "
                     f"range [{start:#x}, {end:#x})")

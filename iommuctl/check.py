@@ -366,7 +366,7 @@ def check_cmd(domain: str, range_: str | None, limit: int | None, as_json: bool)
                                "entries": stats.entries, "clean": total == 0,
                                "range": {"iova": f"{start:#x}", "end": f"{end:#x}"}}})
     else:
-        from .output import console
+        from .output import say
 
         if rows:
             table(f"{dom.name}: check ({dom.fmt.name})", ["rule", "address", "level", "index", "raw", "iova",
@@ -379,7 +379,7 @@ def check_cmd(domain: str, range_: str | None, limit: int | None, as_json: bool)
             what = f"{total} finding(s){more}: {by}"
         else:
             what = "clean"
-        console().print(f"{what}; {stats.tables} tables, {stats.entries} live entries checked in "
+        say(f"{what}; {stats.tables} tables, {stats.entries} live entries checked in "
                         f"[{start:#x}, {end:#x})")
     if total:
         sys.exit(1)

@@ -374,10 +374,10 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
         emit_json({"summary": {"mapped": total.mapped, "runs": total.runs, "leaves": leaves_by_size,
                                "range": {"iova": f"{start:#x}", "end": f"{end:#x}"}}})
     else:
-        from .output import console
+        from .output import say
 
         sizes = ", ".join(f"{fmt_size(int(k))}: {v}" for k, v in leaves_by_size.items()) or "none"
-        console().print(f"mapped {total.mapped:#x} bytes ({fmt_size(total.mapped)}) in {total.runs} runs; "
+        say(f"mapped {total.mapped:#x} bytes ({fmt_size(total.mapped)}) in {total.runs} runs; "
                         f"leaves {sizes}; range [{start:#x}, {end:#x})")
 
 
@@ -389,7 +389,7 @@ def explain(domain: str, iova: str, as_json: bool) -> None:
     """The walk of one IOVA step by step: every table entry read and what it means."""
     from formats.base import Step, WalkError
 
-    from .output import console, emit_json, table
+    from .output import emit_json, say, table
 
     dom = load(domain)
     addr = parse_iova(iova)
@@ -418,10 +418,10 @@ def explain(domain: str, iova: str, as_json: bool) -> None:
         from .numbers import fmt_size
 
         if t.mapped:
-            console().print(f"{addr:#x} -> {t.phys:#x}, page size {fmt_size(t.size)} (level {t.level}, "
+            say(f"{addr:#x} -> {t.phys:#x}, page size {fmt_size(t.size)} (level {t.level}, "
                             f"prot {row['prot']}); legacy iova_to_phys {row['legacy']}")
         else:
-            console().print(f"{addr:#x} is not mapped: iova_to_phys_length gives {row['phys']}, size 0; "
+            say(f"{addr:#x} is not mapped: iova_to_phys_length gives {row['phys']}, size 0; "
                             f"legacy iova_to_phys {row['legacy']}")
     if not t.mapped:
         sys.exit(1)
@@ -543,18 +543,16 @@ def formats(format_id: str | None, show_drivers: bool, as_json: bool) -> None:
 @json_option
 def examples(as_json: bool) -> None:
     """The bundled example domains (use them as example:NAME)."""
-    from importlib import resources
-
     import yaml
 
     import formats as registry
 
-    from .domain import example_names
+    from .domain import EXAMPLES, example_names
     from .output import emit_json, table
 
     rows = []
     for name in example_names():
-        doc = yaml.safe_load((resources.files("iommuctl.examples") / f"{name}.yaml").read_text()) or {}
+        doc = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()) or {}
         fid = doc.get("format")
         if fid is None and "driver" in doc:
             fid = (registry.driver(str(doc["driver"])) or {}).get("format")

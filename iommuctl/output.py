@@ -1,5 +1,9 @@
 """Rendering shared by every command: JSON lines (addresses as "0x..." strings, sizes as ints)
-or rich tables on stdout; errors as one line on stderr."""
+or human tables on stdout; errors as one line on stderr.
+
+Human output is drawn with rich on a terminal. Piped or redirected, the same columns come as
+plain aligned text: greppable, never wrapped, and without rich's 50 ms import and layout, which
+would otherwise be most of a one-IOVA translate in a script."""
 
 from __future__ import annotations
 
@@ -28,13 +32,26 @@ def console(stderr: bool = False) -> Any:
                    width=width)
 
 
+def styled() -> bool:
+    """Whether human output goes to a terminal (then rich draws it)."""
+    return sys.stdout.isatty()
+
+
+def say(text: str) -> None:
+    """One line of human output."""
+    if styled():
+        console().print(text)
+    else:
+        sys.stdout.write(text + "\n")
+
+
 PLAIN_ROWS = 500  # rich lays a table out in memory, ~5 ms and ~300 KiB a row: beyond this, plain text
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
           justify_right: Sequence[str] = ()) -> None:
     cells = [[str(x) for x in r] for r in rows]
-    if len(cells) > PLAIN_ROWS:
+    if len(cells) > PLAIN_ROWS or not styled():
         plain_table(title, columns, cells, justify_right)
         return
     from rich.table import Table

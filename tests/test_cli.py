@@ -211,3 +211,20 @@ def test_bulk_stdin_rows_equal_one_by_one(name: str, monkeypatch: pytest.MonkeyP
             for v, t in ((v, dom.translate(v)) for v in iovas)]
     assert jl(out) == want
     assert rc == (1 if any(not r["mapped"] for r in want) else 0)
+
+
+def test_human_output_rich_on_a_terminal_plain_when_piped(pa_zero: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import iommuctl.output as output
+
+    rc, out, _ = run(["translate", str(pa_zero), "0x10000", "0x30000"])
+    lines = out.splitlines()
+    assert lines[0].split() == ["iova", "phys", "size", "level", "prot", "raw"]
+    # nG 0x800 | AF 0x400 | SH_OS 0x200 (not IOMMU_CACHE) | AP_UNPRIV 0x40 | page 0x3 (arm_lpae_prot_to_pte)
+    assert lines[1].split() == ["0x10000", "0x0", "4K", "3", "rw", "0xe43"]
+    assert lines[2].split() == ["0x30000", "unmapped", "-", "-", "-", "-"]
+    assert "┃" not in out and rc == 1
+    monkeypatch.setattr(output, "styled", lambda: True)
+    rc, out, _ = run(["translate", str(pa_zero), "0x10000"])
+    assert "┃" in out and "0x10000" in out and rc == 0
+    rc, out, _ = run(["walk", "--summary", str(pa_zero)])
+    assert rc == 0 and "mapped" in out

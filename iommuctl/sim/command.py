@@ -59,7 +59,7 @@ def _ratio(a: int, b: int) -> str:
 
 def _render(r: CallerResult) -> None:
     from iommuctl.numbers import fmt_size
-    from iommuctl.output import console, table
+    from iommuctl.output import say, table
 
     unconf = " (length-aware loop UNCONFIRMED)" if UNCONFIRMED[r.caller] else ""
     title = f"{r.caller}: [{r.start:#x}, {r.end:#x}), PAGE_SIZE {fmt_size(r.page_size)}{unconf}"
@@ -69,22 +69,21 @@ def _render(r: CallerResult) -> None:
         a, b = getattr(leg, key), getattr(la, key)
         rows.append([label, a, b, _ratio(a, b)])
     table(title, ["", "legacy", "length-aware", "ratio"], rows, justify_right=("legacy", "length-aware", "ratio"))
-    c = console()
     units = f"{len(r.units)} unit(s)" if r.caller != "iommufd" else f"{len(r.units)} area(s)"
-    c.print(f"floor: {r.floor} table entries (one range walk); {units}; counted by {r.mode}; "
+    say(f"floor: {r.floor} table entries (one range walk); {units}; counted by {r.mode}; "
             f"driver unmap calls {leg.driver_unmaps} / {la.driver_unmaps}")
     if leg.hole_pages:
         spans = ", ".join(f"[{a:#x}, {b:#x})" for a, b in r.legacy.holes[:4])
         more = "" if len(r.legacy.holes) <= 4 else f" and {len(r.legacy.holes) - 4} more"
         what = "WARNs and steps a page at a time" if r.caller == "vfio" else "finds unmapped"
-        c.print(f"holes: {leg.hole_pages} pages the legacy loop {what}" + (f": {spans}{more}" if spans else ""))
+        say(f"holes: {leg.hole_pages} pages the legacy loop {what}" + (f": {spans}{more}" if spans else ""))
     for n in r.notes:
-        c.print(f"note: {n}")
+        say(f"note: {n}")
     if r.ok:
-        c.print("check: ok")
+        say("check: ok")
     else:
         assert r.mismatch is not None
-        c.print(f"check: FAILED at {r.mismatch[0]:#x}: {r.mismatch[1]}")
+        say(f"check: FAILED at {r.mismatch[0]:#x}: {r.mismatch[1]}")
 
 
 def _table_segments(domain: Any) -> list[Any]:
