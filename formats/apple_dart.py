@@ -80,6 +80,7 @@ def dart_geometry(ias: int, pgsize: int) -> tuple[int, int, int]:
 
 
 class _Dart(PageTable):
+    leaf_size_is_block = True  # one page size, leaves only at the last level
     kernel_source = "drivers/iommu/io-pgtable-dart.c"
     entry_size = 8
     root_register = "ttbr"

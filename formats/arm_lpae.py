@@ -136,6 +136,7 @@ def quirk_name(value: Any) -> str:
 
 class ArmLpae(PageTable):
     """The shared engine. Subclasses only say which kernel format they are."""
+    leaf_size_is_block = True  # io-pgtable-arm maps no contiguous-hint leaves
 
     kernel_source: ClassVar[str] = "drivers/iommu/io-pgtable-arm.c"
     kernel_fmt: ClassVar[str] = ""
@@ -519,8 +520,8 @@ class ArmLpae(PageTable):
     # -- vectorised hooks ----------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         t = (raw & np.uint64(PTE_TYPE_MASK)).astype(np.int8)
-        if lvl.num == ARM_LPAE_MAX_LEVELS - 1:
-            return np.where(t == self._leaf_type, np.int8(LEAF), np.int8(INVALID)).astype(np.int8)
+        if lvl.num == ARM_LPAE_MAX_LEVELS - 1:  # LEAF is 2, INVALID 0: the match bit, doubled
+            return (t == self._leaf_type).view(np.int8) * np.int8(LEAF)  # type: ignore[no-any-return]
         out = np.zeros(len(t), dtype=np.int8)
         out[t == PTE_TYPE_BLOCK] = LEAF
         out[t == PTE_TYPE_TABLE] = TABLE

@@ -178,6 +178,9 @@ class PageTable:
     #: descriptor bits that decide leaf_prot (all but the address bits); lets the walker compute
     #: prot once for a batch of leaves whose attribute bits are all the same (the usual case)
     prot_key_mask: ClassVar[int | None] = None
+    #: every leaf maps exactly its level's block (no contiguous hints, large pages or replicated
+    #: entries): the walker then skips per-leaf sizes (tests hold leaf_size to it on every image)
+    leaf_size_is_block: ClassVar[bool] = False
     #: unmap frees a lower-level table left all zero and zeroes its parent entry (omap
     #: iopgtable_clear_entry_core, tegra-smmu tegra_smmu_pte_put_use)
     frees_empty_tables: ClassVar[bool] = False

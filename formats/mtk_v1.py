@@ -41,6 +41,7 @@ PTE = Descriptor("mtk_v1_pte", 32, ("pa", 31, 12), ("nonsec", 3, 3), ("valid", 1
 
 
 class MtkV1(PageTable):
+    leaf_size_is_block = True  # one flat level of 4K pages
     name = "mtk-v1"
     description = "MediaTek M4U generation one (mt2701): flat 4 MiB table of u32 PTEs over 4 GiB, 4K pages"
     kernel_source = "drivers/iommu/mtk_iommu_v1.c"

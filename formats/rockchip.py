@@ -45,6 +45,7 @@ RK_IOMMU_PGSIZE_BITMAP = 0x007F_F000
 
 
 class Rockchip(PageTable):
+    leaf_size_is_block = True  # 4K pages only
     name = "rockchip"
     description = "Rockchip IOMMU: DT/PT of 1024 entries, 4K PTEs only (4K..4M mapped as runs), v2 40-bit PA"
     kernel_source = "drivers/iommu/rockchip-iommu.c"

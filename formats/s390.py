@@ -122,6 +122,7 @@ def origin_levels(start_dma: int, end_dma: int, dtsm_rs: bool = True, dtsm_rf: b
 
 
 class S390(PageTable):
+    leaf_size_is_block = True  # 4K pages only
     name = "s390"
     description = "s390 zPCI DMA translation: 3-5 levels (RTX/RSX/RFX origin), big-endian 64-bit entries, 4K"
     kernel_source = "drivers/iommu/s390-iommu.c, arch/s390/include/asm/pci_dma.h"

@@ -46,6 +46,7 @@ def get_order_bytes(size: int) -> int:
 
 
 class Sprd(PageTable):
+    leaf_size_is_block = True  # one flat level of 4K pages
     name = "sprd"
     description = "Unisoc sprd IOMMU: one flat table of u32 PPNs over the aperture, 4K pages, no valid bit"
     kernel_source = "drivers/iommu/sprd-iommu.c"

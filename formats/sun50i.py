@@ -56,6 +56,7 @@ def prot_to_aci(prot: int) -> int:
 
 
 class Sun50i(PageTable):
+    leaf_size_is_block = True  # 4K pages only
     name = "sun50i"
     description = "Allwinner sun50i (H6) IOMMU: DT 4096 x PT 256, 4K pages with an ACI permission index"
     kernel_source = "drivers/iommu/sun50i-iommu.c"

@@ -42,6 +42,7 @@ SMMU_PDE_ATTR = SMMU_PDE_READABLE | SMMU_PDE_WRITABLE | SMMU_PDE_NONSECURE
 
 
 class TegraSmmu(PageTable):
+    leaf_size_is_block = True  # 4K pages only
     name = "tegra-smmu"
     description = "NVIDIA Tegra30..210 SMMU: PD/PT of 1024 PFN entries, 4K pages, no valid bit"
     kernel_source = "drivers/iommu/tegra-smmu.c"

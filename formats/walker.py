@@ -270,26 +270,34 @@ class Walker:
         rows = self.mem.table_rows(children, lvl.entries, fmt.dtype)
         if rows is None:
             return None
-        st.seen.update(kids)
-        flat = rows.reshape(-1)
-        nz = np.flatnonzero(flat) if fmt.classify(0, lvl) == INVALID else np.arange(len(flat))
-        raw = flat[nz]
-        kinds = fmt.classify_vec(raw, lvl)
-        leaf = kinds == LEAF
+        raw = rows.reshape(-1)
+        nz: np.ndarray | None = None  # None: every slot holds a leaf (dense tables, the usual case)
+        if fmt.classify(0, lvl) == INVALID and np.count_nonzero(raw) != len(raw):
+            nz = np.flatnonzero(raw)
+            raw = raw[nz]
+        leaf = fmt.classify_vec(raw, lvl) == LEAF
         if not leaf.all():
-            nz, raw = nz[leaf], raw[leaf]
-        size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64, copy=False)
-        bad = bad_leaf_sizes(size, lvl)
-        if bad is not None:
-            return None
+            nz = np.flatnonzero(leaf) if nz is None else nz[leaf]
+            raw = raw[leaf]
+        if fmt.leaf_size_is_block:
+            size = np.broadcast_to(np.uint64(lvl.block), (len(raw),))
+        else:
+            size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64, copy=False)
+            if bad_leaf_sizes(size, lvl) is not None:
+                return None
+            span = (size >> np.uint64(lvl.shift)).astype(np.int64)
+            if len(span) and int(span.max()) > 1:
+                if nz is None:
+                    nz = np.arange(len(raw))
+                first = nz - nz % np.maximum(span, 1)
+                keep = np.concatenate(([True], first[1:] != first[:-1]))
+                raw, size, nz = raw[keep], size[keep], first[keep]
         phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64, copy=False)
-        span = (size >> np.uint64(lvl.shift)).astype(np.int64)
-        if len(span) and int(span.max()) > 1:
-            first = nz - nz % np.maximum(span, 1)
-            keep = np.concatenate(([True], first[1:] != first[:-1]))
-            raw, phys, size, nz = raw[keep], phys[keep], size[keep], first[keep]
         # every table covers plvl.block, so flat index k is IOVA cbase + k * lvl.block
-        iova = np.uint64(cbase) + (nz.astype(np.uint64) << np.uint64(lvl.shift))
+        iova = np.arange(len(raw), dtype=np.uint64) if nz is None else nz.astype(np.uint64)
+        iova <<= np.uint64(lvl.shift)
+        iova += np.uint64(cbase)
+        st.seen.update(kids)  # only now: on None the caller walks (and marks) them one by one
         return LeafBatch(iova, phys, size, self._prot(raw, lvl), raw.astype(np.uint64, copy=False), lvl.num)
 
     def _prot(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
@@ -298,24 +306,28 @@ class Walker:
         mask = fmt.prot_key_mask
         if mask is not None and len(raw):
             key = raw & np.uint64(mask)
-            if int(key.min()) == int(key.max()):
-                return np.full(len(raw), fmt.leaf_prot(int(raw[0]), lvl), dtype=np.int64)
+            if int(key.min()) == int(key.max()):  # a read-only view: consumers only read batches
+                return np.broadcast_to(np.int64(fmt.leaf_prot(int(raw[0]), lvl)), (len(raw),))
         return fmt.leaf_prot_vec(raw, lvl).astype(np.int64, copy=False)
 
     def _leaf_batch(self, raw: np.ndarray, idx: np.ndarray, lvl: Level, base: int, i0: int,
                     table: int) -> Iterator[LeafBatch]:
         fmt = self.fmt
-        size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64)
-        bad = bad_leaf_sizes(size, lvl)
-        if bad is not None:
-            k = int(np.flatnonzero(bad)[0])
-            addr = table + int(idx[k]) * fmt.entry_size
-            raise WalkError(addr, f"level {lvl.num} entry at {addr:#x} ({int(raw[k]):#x}) decodes to a leaf of "
-                                  f"{int(size[k]):#x} bytes, not a power of two within its table")
-        phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64)
-        span = (size >> np.uint64(lvl.shift)).astype(np.int64)
         idx = idx.astype(np.int64)
-        if (span > 1).any():
+        if fmt.leaf_size_is_block:
+            size = np.broadcast_to(np.uint64(lvl.block), (len(raw),))
+            span = None
+        else:
+            size = fmt.leaf_size_vec(raw, lvl).astype(np.uint64)
+            bad = bad_leaf_sizes(size, lvl)
+            if bad is not None:
+                k = int(np.flatnonzero(bad)[0])
+                addr = table + int(idx[k]) * fmt.entry_size
+                raise WalkError(addr, f"level {lvl.num} entry at {addr:#x} ({int(raw[k]):#x}) decodes to a leaf "
+                                      f"of {int(size[k]):#x} bytes, not a power of two within its table")
+            span = (size >> np.uint64(lvl.shift)).astype(np.int64)
+        phys = fmt.leaf_phys_vec(raw, lvl).astype(np.uint64)
+        if span is not None and (span > 1).any():
             # replicated leaves: report each once, from its first slot (or the range's first slot)
             first = idx - (idx % np.maximum(span, 1))
             keep = (idx == first) | (idx == i0)

@@ -150,21 +150,31 @@ def summarise(domain: Domain, start: int, end: int) -> Summary:
         if n == 0:
             continue
         size = b.size
-        s.runs += int(np.count_nonzero((b.iova[1:] != b.iova[:-1] + size[:-1])
-                                       | (b.phys[1:] != b.phys[:-1] + size[:-1])
-                                       | (size[1:] != size[:-1]) | (b.prot[1:] != b.prot[:-1])))
-        first = (int(b.iova[0]), int(b.phys[0]), int(size[0]), int(b.prot[0]))
+        s0 = int(size[0])
+        if size.strides[0] == 0 or int(size.min()) == s0 == int(size.max()):
+            # one leaf size (the usual batch): scalar steps, and the IOVAs need no compare when
+            # the batch spans exactly n leaves (sorted, non-overlapping: every step is then s0)
+            step = np.uint64(s0)
+            brk = b.phys[1:] != b.phys[:-1] + step
+            if int(b.iova[-1]) - int(b.iova[0]) != (n - 1) * s0:
+                brk |= b.iova[1:] != b.iova[:-1] + step
+            if b.prot.strides[0] != 0:
+                brk |= b.prot[1:] != b.prot[:-1]
+            s.leaves[s0] += n
+            s.mapped += n * s0
+        else:
+            brk = ((b.iova[1:] != b.iova[:-1] + size[:-1]) | (b.phys[1:] != b.phys[:-1] + size[:-1])
+                   | (size[1:] != size[:-1]) | (b.prot[1:] != b.prot[:-1]))
+            sizes, counts = np.unique(size, return_counts=True)
+            for sz, c in zip(sizes.tolist(), counts.tolist()):
+                s.leaves[sz] += c
+            s.mapped += int(size.sum(dtype=np.uint64))
+        s.runs += int(np.count_nonzero(brk))
+        first = (int(b.iova[0]), int(b.phys[0]), s0, int(b.prot[0]))
         if prev is None or prev != first:
             s.runs += 1
         last_size = int(size[-1])
         prev = (int(b.iova[-1]) + last_size, int(b.phys[-1]) + last_size, last_size, int(b.prot[-1]))
-        if int(size.min()) == int(size.max()):
-            s.leaves[int(size[0])] += n
-        else:
-            sizes, counts = np.unique(size, return_counts=True)
-            for sz, c in zip(sizes.tolist(), counts.tolist()):
-                s.leaves[sz] += c
-        s.mapped += int(size.sum(dtype=np.uint64))
         # only the edge leaves can stick out of the range
         for i in {0, n - 1}:
             lo, hi = int(b.iova[i]), int(b.iova[i]) + int(size[i])

@@ -7,6 +7,9 @@ classify/next_table/leaf_* hooks only, replicated leaves reported once from thei
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +18,8 @@ from hypothesis import strategies as st
 from formats.base import INVALID, LEAF, TABLE
 from formats.batch import translate_many
 from iommuctl.domain import Domain, example_names, load_domain, load_domain_text
+
+from .test_conformance import CASES, available, domain_for
 
 
 def simple_leaves(dom: Domain) -> list[tuple[int, int, int, int]]:
@@ -89,4 +94,17 @@ def test_random_lpae_domains_fast_equals_simple(spec: list[tuple[int, int, int, 
         phys = (1 << 35) + (slot << 30) + skew * 0x1000
         lines.append(f"  - {{iova: {iova:#x}, phys: {phys:#x}, size: {pages * 4096:#x}, prot: '{prot}'}}")
     dom = load_domain_text(LPAE_4K + "\n".join(lines) + "\n")
+    assert fast_leaves(dom) == simple_leaves(dom)
+
+
+@pytest.mark.parametrize("case_dir", CASES, ids=[c.name for c in CASES])
+def test_kernel_images_fast_equals_simple(case_dir: Path) -> None:
+    # The range walk's shortcuts (leaf_size_is_block, dense fused tables, uniform prot) against
+    # the scalar hooks, on the tables the kernel's own map wrote.
+    case = json.loads((case_dir / "case.json").read_text())
+    if not available(case):
+        pytest.skip("format not built yet")
+    dom = domain_for(case, case_dir / "image.bin", "root")
+    if not dom.fmt.has_tables:
+        pytest.skip("no table to walk")
     assert fast_leaves(dom) == simple_leaves(dom)
