@@ -73,8 +73,12 @@ def translate_many(walker: Walker, iovas: np.ndarray) -> BatchResult:
                 else:
                     lr, lva, lentry = raw[leaf], va[leaf], entry[leaf]
                     lanes_leaf = np.flatnonzero(leaf) if lanes is None else lanes[leaf]
-                size = fmt.leaf_size_vec(lr, lvl).astype(np.uint64, copy=False)
-                bad = bad_leaf_sizes(size, lvl)
+                if fmt.leaf_size_is_block:
+                    size = np.broadcast_to(np.uint64(lvl.block), (len(lr),))
+                    bad = None
+                else:
+                    size = fmt.leaf_size_vec(lr, lvl).astype(np.uint64, copy=False)
+                    bad = bad_leaf_sizes(size, lvl)
                 if bad is not None:  # as Walker.translate: a hostile size is refused, not used
                     k = int(np.flatnonzero(bad)[0])
                     at = int(lentry[k])
