@@ -18,6 +18,11 @@ def hx(n: int) -> str:
     return f"{n:#x}"
 
 
+def plain_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A format config as YAML/JSON can hold it (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+
+
 def emit_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
 

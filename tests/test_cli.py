@@ -178,7 +178,7 @@ def test_cli_group_lists_every_command() -> None:
 
 
 def test_chunked_batch_rows_equal_one_pass(pa_zero: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import iommuctl.cli as cli_mod
+    import iommuctl.translate as translate_mod
 
     stdin = "".join(f"{0x10000 + i * 0x400:#x}\n" for i in range(1000))
     whole = run(["translate", "--json", "--legacy", str(pa_zero), "-"], stdin)
@@ -192,7 +192,7 @@ def test_bulk_stdin_rows_equal_one_by_one(name: str, monkeypatch: pytest.MonkeyP
     # Big enough for the numpy parser and row writer (bulk.py); each row must be the one-row path's.
     import numpy as np
 
-    import iommuctl.cli as cli_mod
+    import iommuctl.translate as translate_mod
     from iommuctl.domain import load_domain
 
     dom = load_domain(f"example:{name}")
@@ -204,10 +204,10 @@ def test_bulk_stdin_rows_equal_one_by_one(name: str, monkeypatch: pytest.MonkeyP
     for s, e in runs:
         iovas += [s, e - 1, (s + e) // 2]
     text = "".join(f"{v:#x}\n" for v in iovas)
-    assert len(text) >= cli_mod.BULK_INPUT
+    assert len(text) >= translate_mod.BULK_INPUT
     monkeypatch.setattr(cli_mod, "CHUNK", 1000)
     rc, out, _ = run(["translate", "--json", "--legacy", f"example:{name}", "-"], text)
-    want = [cli_mod.translation_row(t, dom.fmt.legacy_iova_to_phys(v, t))
+    want = [translate_mod.translation_row(t, dom.fmt.legacy_iova_to_phys(v, t))
             for v, t in ((v, dom.translate(v)) for v in iovas)]
     assert jl(out) == want
     assert rc == (1 if any(not r["mapped"] for r in want) else 0)

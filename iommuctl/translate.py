@@ -1,0 +1,269 @@
+"""`iommuctl translate`: per IOVA, the physical address and the page size of the PTE backing it
+(iova_to_phys_length), one walk each for a few IOVAs, level by level with numpy for many."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from .cli import check_iova, json_option, load, parse_iova
+from .errors import UserError
+
+
+def iter_iovas(args: tuple[str, ...]) -> Any:
+    """The IOVAs of the arguments, `-` being stdin (one per line, `#` comments): a list, or a
+    uint64 array when a large stdin was plain numbers (parsed with numpy, see bulk.py)."""
+    out: list[int] = []
+    for a in args:
+        if a != "-":
+            out.append(parse_iova(a))
+            continue
+        stream = getattr(sys.stdin, "buffer", None)  # a test's StringIO stdin has no bytes layer
+        data = stream.read() if stream is not None else sys.stdin.read().encode()
+        if len(data) >= BULK_INPUT and args == ("-",):
+            from .bulk import parse_numbers
+
+            arr = parse_numbers(data)
+            if arr is not None:
+                return arr
+        lines = data.decode(errors="replace").splitlines()
+        try:  # the common case, plain hex or decimal numbers, in one pass
+            vals = [int(x, 0) for x in lines]
+            if vals and (min(vals) < 0 or max(vals) >= 1 << 64):
+                raise ValueError
+            out.extend(vals)
+            continue
+        except ValueError:
+            pass
+        for lineno, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if text:
+                try:
+                    out.append(parse_iova(text))
+                except UserError as e:
+                    raise UserError(f"<stdin> line {lineno}: {e}") from None
+    return out
+
+
+BULK_INPUT = 1 << 14  # below this many bytes of stdin, numpy's import costs more than it saves
+
+
+def translation_row(t: Any, legacy: int | None) -> dict[str, Any]:
+    from formats.base import PHYS_ADDR_MAX, prot_str
+
+    row: dict[str, Any] = {"iova": f"{t.iova:#x}", "mapped": t.mapped}
+    if t.mapped:
+        row.update(phys=f"{t.phys:#x}", size=t.size, level=t.level, prot=prot_str(t.prot),
+                   raw=f"{t.raw:#x}", entry=f"{t.entry:#x}")
+    else:
+        row.update(phys=f"{PHYS_ADDR_MAX:#x}", size=0)
+    if legacy is not None:
+        row["legacy"] = f"{legacy:#x}"
+    return row
+
+
+@click.command()
+@click.argument("domain")
+@click.argument("iovas", nargs=-1, required=True)
+@click.option("--legacy", is_flag=True, help="Also show the legacy iova_to_phys result (0 on a miss).")
+@json_option
+def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) -> None:
+    """Per IOVA: phys and the page size of the PTE backing it (iova_to_phys_length).
+
+    IOVA `-` reads IOVAs from stdin, one per line. Exit status 1 when some IOVA is unmapped.
+    """
+
+    dom = load(domain)
+    values = iter_iovas(iovas)
+    if len(values) >= BATCH_MIN:
+        _check_iovas(dom, values)
+        missed = _translate_batch(dom, values, legacy, as_json)
+    else:
+        for iova in values:
+            check_iova(dom, iova)
+        missed = _translate_each(dom, values, legacy, as_json)
+    if missed:
+        sys.exit(1)
+
+
+BATCH_MIN = 256  # below this, one walk per IOVA is cheaper than importing numpy
+
+
+def _check_iovas(dom: Any, values: Any) -> None:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.uint64)
+    inside = np.zeros(len(arr), dtype=bool)
+    for s, e in dom.windows:
+        inside |= (arr >= np.uint64(s)) & (arr <= np.uint64(e - 1))
+    if not inside.all():
+        check_iova(dom, int(arr[int(np.flatnonzero(~inside)[0])]))
+
+
+def _translate_each(dom: Any, values: list[int], legacy: bool, as_json: bool) -> bool:
+    from .numbers import fmt_size
+    from .output import emit_json, table
+
+    rows = []
+    missed = False
+    for iova in values:
+        t = dom.translate(iova)
+        missed |= not t.mapped
+        row = translation_row(t, dom.fmt.legacy_iova_to_phys(iova, t) if legacy else None)
+        if as_json:
+            emit_json(row)
+        else:
+            rows.append(row)
+    if not as_json:
+        cols = ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legacy else [])
+        table(None, cols, ([r["iova"], r["phys"] if r["mapped"] else "unmapped",
+                            fmt_size(r["size"]) if r["mapped"] else "-", r.get("level", "-"),
+                            r.get("prot", "-"), r.get("raw", "-")] + ([r["legacy"]] if legacy else [])
+                           for r in rows), justify_right=("size",))
+    return missed
+
+
+def _translate_batch(dom: Any, values: Any, legacy: bool, as_json: bool) -> bool:
+    """Many IOVAs: translated level by level with numpy; JSON rows formatted with numpy too
+    (bulk.Rows), in chunks so memory stays small and is reused."""
+    import numpy as np
+
+    from formats.base import WalkError
+    from formats.batch import translate_many
+
+    try:
+        r = translate_many(dom.walker, np.asarray(values, dtype=np.uint64))
+    except WalkError as e:
+        raise UserError(f"{dom.name}: {e}") from None
+    legs = _legacy_values(dom, r) if legacy else None
+    if not as_json:
+        _table_rows(r, legs)
+    else:
+        write_overlapped(_json_rows(r, slice(k, k + CHUNK), legs) for k in range(0, len(r.iova), CHUNK))
+    return bool((r.size == 0).any())
+
+
+CHUNK = 1 << 16
+
+
+def write_overlapped(chunks: Any) -> None:
+    """Write each chunk of bytes to stdout while the next is made: the write (a syscall, no GIL)
+    runs in a thread, so the consumer's pace and our formatting overlap."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a test's text stream
+        for c in chunks:
+            sys.stdout.write(c.decode())
+        return
+    import threading
+
+    sys.stdout.flush()
+    widen_pipe(sys.stdout)
+    writer: threading.Thread | None = None
+    failed: list[BaseException] = []
+
+    def put(data: bytes) -> None:
+        try:
+            out.write(data)
+        except BaseException as e:  # re-raised in the main thread (a closed pipe, say)
+            failed.append(e)
+
+    for c in chunks:
+        if writer is not None:
+            writer.join()
+        if failed:
+            raise failed[0]
+        writer = threading.Thread(target=put, args=(c,))
+        writer.start()
+    if writer is not None:
+        writer.join()
+    if failed:
+        raise failed[0]
+
+
+def widen_pipe(stream: Any) -> None:
+    """A pipe on stdout takes 1 MiB at a time instead of 64 KiB: a million rows are 150 MB, and
+    at 64 KiB the reader and writer spend most of the time waking each other (Linux only)."""
+    try:
+        import fcntl
+        import stat
+
+        fd = stream.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ValueError, AttributeError, ImportError):  # not a real fd, or the limit is lower
+        pass
+
+
+def _legacy_values(dom: Any, r: Any) -> Any:
+    """What the format's legacy iova_to_phys returns per IOVA (its own hook, one call each)."""
+    import numpy as np
+
+    from formats.base import Translation
+
+    legacy_of = dom.fmt.legacy_iova_to_phys
+    cols = (r.iova.tolist(), r.phys.tolist(), r.size.tolist(), r.level.tolist(), r.prot.tolist(),
+            r.raw.tolist(), r.entry.tolist())
+    return np.array([legacy_of(v, Translation(v, ph, sz, lv, pr, rw, en) if sz else Translation(v))
+                     for v, ph, sz, lv, pr, rw, en in zip(*cols)], dtype=np.uint64)
+
+
+def _prot_words(prot: Any) -> tuple[Any, list[str]]:
+    from formats.base import prot_str
+
+    from .bulk import small_codes
+
+    codes, words = small_codes(prot)
+    return codes, [prot_str(int(w)) for w in words]
+
+
+def _json_rows(r: Any, part: slice, legs: Any) -> bytes:
+    """The translate JSON rows of r[part], in the shape translation_row gives."""
+    from .bulk import Rows, pow2_codes, small_codes
+
+    size = r.size[part]
+    n = len(size)
+    hit = size != 0
+    rows = Rows(n)
+    rows.text('{"iova": "0x')
+    rows.hex(r.iova[part])
+    rows.words(hit.astype(int), ['", "mapped": false, "phys": "0x', '", "mapped": true, "phys": "0x'])
+    rows.hex(r.phys[part])  # PHYS_ADDR_MAX on a miss
+    rows.text('", "size": ')
+    rows.words(*pow2_codes(size))
+    rows.text(', "level": ', hit)
+    rows.words(*small_codes(r.level[part]), where=hit)
+    rows.text(', "prot": "', hit)
+    rows.words(*_prot_words(r.prot[part]), where=hit)
+    rows.text('", "raw": "0x', hit)
+    rows.hex(r.raw[part], hit)
+    rows.text('", "entry": "0x', hit)
+    rows.hex(r.entry[part], hit)
+    rows.text('"', hit)
+    if legs is not None:
+        rows.text(', "legacy": "0x')
+        rows.hex(legs[part])
+        rows.text('"')
+    rows.text("}\n")
+    return rows.tobytes()
+
+
+def _table_rows(r: Any, legs: Any) -> None:
+    from formats.base import prot_str
+
+    from .numbers import fmt_size
+    from .output import table
+
+    size, prot = r.size.tolist(), r.prot.tolist()
+    words = {p: prot_str(p) for p in set(prot)}
+    rows = [[f"{v:#x}", f"{ph:#x}", fmt_size(sz), lv, words[pr], f"{rw:#x}"] if sz else
+            [f"{v:#x}", "unmapped", "-", "-", "-", "-"]
+            for v, ph, sz, lv, pr, rw in zip(r.iova.tolist(), r.phys.tolist(), size, r.level.tolist(), prot,
+                                             r.raw.tolist())]
+    if legs is not None:
+        for row, leg in zip(rows, legs.tolist()):
+            row.append(f"{leg:#x}")
+    table(None, ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else []), rows,
+          justify_right=("size",))
