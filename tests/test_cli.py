@@ -182,7 +182,7 @@ def test_chunked_batch_rows_equal_one_pass(pa_zero: Path, monkeypatch: pytest.Mo
 
     stdin = "".join(f"{0x10000 + i * 0x400:#x}\n" for i in range(1000))
     whole = run(["translate", "--json", "--legacy", str(pa_zero), "-"], stdin)
-    monkeypatch.setattr(cli_mod, "CHUNK", 97)
+    monkeypatch.setattr(translate_mod, "CHUNK", 97)
     assert run(["translate", "--json", "--legacy", str(pa_zero), "-"], stdin) == whole
 
 
@@ -205,7 +205,7 @@ def test_bulk_stdin_rows_equal_one_by_one(name: str, monkeypatch: pytest.MonkeyP
         iovas += [s, e - 1, (s + e) // 2]
     text = "".join(f"{v:#x}\n" for v in iovas)
     assert len(text) >= translate_mod.BULK_INPUT
-    monkeypatch.setattr(cli_mod, "CHUNK", 1000)
+    monkeypatch.setattr(translate_mod, "CHUNK", 1000)
     rc, out, _ = run(["translate", "--json", "--legacy", f"example:{name}", "-"], text)
     want = [translate_mod.translation_row(t, dom.fmt.legacy_iova_to_phys(v, t))
             for v, t in ((v, dom.translate(v)) for v in iovas)]
