@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from iommuctl.domain import load_domain_text
@@ -209,3 +210,12 @@ def test_shared_table_is_an_error_not_a_hang() -> None:
     for caller in ("vfio", "iommufd"):
         with pytest.raises(UserError, match="reached twice"):
             simulate(d, caller, 0, 1 << 48, mode="runs")
+
+
+@pytest.mark.parametrize("size", ["3000", "6K", "512"])
+def test_page_size_must_be_a_kernel_page_size(size: str) -> None:
+    from iommuctl.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["unmap-sim", "example:smmuv3-4k", "--page-size", size])
+    assert e.value.code == 2

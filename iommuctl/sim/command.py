@@ -157,6 +157,8 @@ def unmap_sim(domain: str, range_: str | None, caller: str, page_size: str, area
         page = parse_number(page_size)
     except ValueError as e:
         raise UserError(f"--page-size {page_size!r}: {e}") from None
+    if page < 1024 or page & (page - 1):
+        raise UserError(f"--page-size {page_size!r}: the kernel's PAGE_SIZE is a power of two (4K, 16K, 64K)")
     from iommuctl.walk import parse_range
 
     start, end = parse_range(range_, dom)

@@ -169,6 +169,8 @@ def clipped(v: np.ndarray, s: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Bytes of each leaf inside [lo, hi); inclusive ends, so a leaf or range ending at 2^64
     (the top of a sign-extended space) does not overflow."""
     u64 = np.uint64
+    if len(v) and int(v[0]) >= lo and int(v[-1]) + int(s[-1]) - 1 <= hi - 1:
+        return s  # sorted leaves: when neither edge sticks out, none does
     last = v + (s - u64(1))
     return np.minimum(last, u64(hi - 1)) - np.maximum(v, u64(lo)) + u64(1)  # type: ignore[no-any-return]
 
@@ -565,10 +567,10 @@ class AreaAcc:
         for r, j in zip(rank[sel].tolist(), starts[sel].tolist()):
             self.run_first.append((int(r), int(v[j]), int(d[j])))
         self.runs += len(starts)
-        npages = (cs // u64(page)).astype(np.int64)
+        npages = (cs >> u64(page.bit_length() - 1)).astype(np.int64)  # PAGE_SIZE is a power of two
         # longest run in pages, for MAX_NPFNS
         if len(starts):
-            seg = np.add.reduceat(npages, starts)
+            seg = npages if len(starts) == len(v) else np.add.reduceat(npages, starts)
             if int(seg.max()) + (self.run_len if not new[0] else 0) > MAX_NPFNS:
                 raise NotRunnable("a pfn run longer than U32_MAX pages")
             self.run_len = int(seg[-1])
