@@ -305,12 +305,26 @@ def _range(rng: random.Random, b: Base) -> str:
     return rng.choice([f"{e:#x}+1", "0:0", "5:3", "junk", f"0+{1 << 70}", f"{s}+{(1 << 64) - 1}", "0x1000:"])
 
 
+def _stdin_junk(rng: random.Random, text: bytes) -> bytes:
+    """IOVA lists as they arrive from other tools: CRLF, blanks, comments, decimal, huge or
+    negative numbers, non-UTF-8 bytes, no final newline (bulk.parse_numbers hands these on)."""
+    if rng.random() < 0.5:
+        return text
+    lines = text.split(b"\n")
+    for _ in range(rng.randint(1, 4)):
+        k = rng.randrange(len(lines))
+        lines[k] = rng.choice([b"", b"# comment", lines[k] + b"\r", b"0x" + b"f" * rng.randint(17, 40),
+                               b"-1", b"\xff\xfe", str(rng.getrandbits(64)).encode(), b"0X10", b"4K",
+                               b"0x", b"x", lines[k] + b" # tail", b"0" * rng.randint(2, 30)])
+    return b"\n".join(lines)
+
+
 def commands(rng: random.Random, b: Base, dom: str, available: set[str]) -> Iterator[tuple[list[str], bytes]]:
     """(argv, stdin) for every command on one domain."""
     yield ["translate", dom, *[f"{v:#x}" for v in _iovas(rng, b, rng.randint(1, 6))],
            *(["--legacy"] if rng.random() < 0.5 else []), *(["--json"] if rng.random() < 0.5 else [])], b""
-    many = "\n".join(f"{v:#x}" for v in _iovas(rng, b, 300)).encode()
-    yield ["translate", dom, "-", "--json", "--legacy"], many  # the numpy batch path
+    many = "\n".join(f"{v:#x}" for v in _iovas(rng, b, rng.choice([300, 2500]))).encode()
+    yield ["translate", dom, "-", "--json", "--legacy"], _stdin_junk(rng, many)  # the numpy batch and parse paths
     walk_opts = rng.choice([[], ["--leaves"], ["--holes"], ["--summary"], ["--leaves", "--holes"]])
     rng_opt = ["--range", _range(rng, b)] if rng.random() < 0.6 else []
     yield ["walk", dom, *walk_opts, *rng_opt, *(["--json"] if rng.random() < 0.7 else [])], b""

@@ -258,6 +258,13 @@ mappings:
     row("batch walk (translate_many)", f"{n / tw / 1e6:.2f} M/s", f"1 by 1: {1 / t_one / 1e6:.3f} M/s",
         f"{t_one * n / tw:.0f}x", ">= 2 M/s")
     row("whole command (start, parse, walk, JSON out)", f"{n / tcli / 1e6:.2f} M/s", f"{tcli:.2f} s")
+    from iommuctl import translate as tr
+    from iommuctl.bulk import parse_numbers
+
+    tp = in_process(lambda: parse_numbers(text))
+    res = translate_many(dom.walker, arr)
+    tf = in_process(lambda: [tr._json_rows(res, slice(k, k + tr.CHUNK), None) for k in range(0, n, tr.CHUNK)], 2)
+    row("  in it: parse stdin / walk / format JSON", f"{tp:.2f} / {tw:.2f} / {tf:.2f} s")
     row("  less its fixed cost (start-up, numpy, domain)", f"{n / (tcli - tfew) / 1e6:.2f} M/s",
         f"fixed {tfew * 1e3:.0f} ms")
 
