@@ -67,12 +67,13 @@ def load(spec: str) -> Any:
 
 
 def parse_iova(text: str) -> int:
+    shown = text if len(text) <= 40 else text[:37] + "..."  # one short line, whatever was fed in
     try:
         n = parse_number(text)
     except ValueError as e:
-        raise UserError(f"IOVA {text!r}: {e}") from None
+        raise UserError(f"IOVA {shown!r}: {str(e).replace(repr(text), 'it')}") from None
     if not 0 <= n < 1 << 64:
-        raise UserError(f"IOVA {text!r} is not a 64-bit address")
+        raise UserError(f"IOVA {shown!r} is not a 64-bit address")
     return n
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 import click
@@ -21,30 +23,62 @@ def iter_iovas(args: tuple[str, ...]) -> Any:
         if a != "-":
             out.append(parse_iova(a))
             continue
-        stream = getattr(sys.stdin, "buffer", None)  # a test's StringIO stdin has no bytes layer
-        data = stream.read() if stream is not None else sys.stdin.read().encode()
-        if len(data) >= BULK_INPUT and args == ("-",):
-            from .bulk import parse_numbers
+        data = b"".join(block for block, _ in stdin_blocks())
+        values = parse_lines(data, 1, bulk=len(data) >= BULK_INPUT)
+        if args == ("-",):
+            return values
+        out.extend(int(v) for v in values)
+    return out
 
-            arr = parse_numbers(data)
-            if arr is not None:
-                return arr
-        lines = data.decode(errors="replace").splitlines()
-        try:  # the common case, plain hex or decimal numbers, in one pass
-            vals = [int(x, 0) for x in lines]
-            if vals and (min(vals) < 0 or max(vals) >= 1 << 64):
-                raise ValueError
-            out.extend(vals)
+
+def stdin_blocks(block: int = 1 << 22) -> Iterator[tuple[bytes, int]]:
+    """stdin as blocks of whole lines, about `block` bytes each: (bytes, number of the first line)."""
+    stream = getattr(sys.stdin, "buffer", None)  # a test's StringIO stdin has no bytes layer
+    read = stream.read if stream is not None else (lambda n: sys.stdin.read(n).encode())
+    rest, lineno = b"", 1
+    while True:
+        data = read(block)
+        if not data:
+            if rest:
+                yield rest, lineno
+            return
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) > 4 * block:
+                raise UserError(f"<stdin> line {lineno}: longer than {4 * block} bytes, not an IOVA")
+            rest = data
             continue
-        except ValueError:
-            pass
-        for lineno, line in enumerate(lines, 1):
-            text = line.split("#", 1)[0].strip()
-            if text:
-                try:
-                    out.append(parse_iova(text))
-                except UserError as e:
-                    raise UserError(f"<stdin> line {lineno}: {e}") from None
+        yield data[:cut], lineno
+        lineno += data.count(b"\n", 0, cut)
+        rest = data[cut:]
+
+
+def parse_lines(data: bytes, lineno: int, bulk: bool) -> Any:
+    """The IOVAs of a block of stdin whose first line is number `lineno`: with `bulk`, plain
+    numbers are parsed with numpy (a uint64 array); else, or for any other form, a list."""
+    if bulk:
+        from .bulk import parse_numbers
+
+        arr = parse_numbers(data)
+        if arr is not None:
+            return arr
+    lines = data.decode(errors="replace").splitlines()
+    try:  # the common case, plain hex or decimal numbers, in one pass
+        vals = [int(x, 0) for x in lines]
+        if vals and (min(vals) < 0 or max(vals) >= 1 << 64):
+            raise ValueError
+        return vals
+    except ValueError:
+        pass
+    out: list[int] = []
+    for k, line in enumerate(lines):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                out.append(parse_iova(text))
+            except UserError as e:
+                raise UserError(f"<stdin> line {lineno + k}: {e}") from None
     return out
 
 
@@ -77,6 +111,11 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
     """
 
     dom = load(domain)
+    if iovas == ("-",) and as_json:
+        missed = _translate_stream(dom, legacy)
+        if missed:
+            sys.exit(1)
+        return
     values = iter_iovas(iovas)
     if len(values) >= BATCH_MIN:
         _check_iovas(dom, values)
@@ -90,6 +129,39 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
 
 
 BATCH_MIN = 256  # below this, one walk per IOVA is cheaper than importing numpy
+
+
+def _translate_stream(dom: Any, legacy: bool) -> bool:
+    """`translate --json DOMAIN -`: read, translate and write stdin a block of lines at a time,
+    so memory stays bounded by the block however long the list. A bad line stops the command
+    (exit status 2) after the rows of the blocks before it."""
+    blocks = stdin_blocks()
+    head = [b for b in (next(blocks, None), next(blocks, None)) if b is not None]
+    if len(head) < 2 and (not head or len(head[0][0]) < BULK_INPUT):  # a short list: no numpy
+        values = parse_lines(head[0][0], 1, bulk=False) if head else []
+        if len(values) >= BATCH_MIN:
+            _check_iovas(dom, values)
+            return _translate_batch(dom, values, legacy, True)
+        for iova in values:
+            check_iova(dom, iova)
+        return _translate_each(dom, values, legacy, True)
+    missed = False
+
+    def rows() -> Iterator[bytes]:
+        nonlocal missed
+        for data, lineno in chain(head, blocks):
+            values = parse_lines(data, lineno, bulk=True)
+            if not len(values):
+                continue
+            _check_iovas(dom, values)
+            r = _walk(dom, values)
+            missed |= bool((r.size == 0).any())
+            legs = _legacy_values(dom, r) if legacy else None
+            for k in range(0, len(r.iova), CHUNK):
+                yield _json_rows(r, slice(k, k + CHUNK), legs)
+
+    write_overlapped(rows())
+    return missed
 
 
 def _check_iovas(dom: Any, values: Any) -> None:
@@ -129,15 +201,7 @@ def _translate_each(dom: Any, values: list[int], legacy: bool, as_json: bool) ->
 def _translate_batch(dom: Any, values: Any, legacy: bool, as_json: bool) -> bool:
     """Many IOVAs: translated level by level with numpy; JSON rows formatted with numpy too
     (bulk.Rows), in chunks so memory stays small and is reused."""
-    import numpy as np
-
-    from formats.base import WalkError
-    from formats.batch import translate_many
-
-    try:
-        r = translate_many(dom.walker, np.asarray(values, dtype=np.uint64))
-    except WalkError as e:
-        raise UserError(f"{dom.name}: {e}") from None
+    r = _walk(dom, values)
     legs = _legacy_values(dom, r) if legacy else None
     if not as_json:
         _table_rows(r, legs)
@@ -147,6 +211,18 @@ def _translate_batch(dom: Any, values: Any, legacy: bool, as_json: bool) -> bool
 
 
 CHUNK = 1 << 16
+
+
+def _walk(dom: Any, values: Any) -> Any:
+    import numpy as np
+
+    from formats.base import WalkError
+    from formats.batch import translate_many
+
+    try:
+        return translate_many(dom.walker, np.asarray(values, dtype=np.uint64))
+    except WalkError as e:
+        raise UserError(f"{dom.name}: {e}") from None
 
 
 def write_overlapped(chunks: Any) -> None:
@@ -170,15 +246,17 @@ def write_overlapped(chunks: Any) -> None:
         except BaseException as e:  # re-raised in the main thread (a closed pipe, say)
             failed.append(e)
 
-    for c in chunks:
+    try:
+        for c in chunks:  # may raise (a bad line further on): the rows before it still go out
+            if writer is not None:
+                writer.join()
+            if failed:
+                raise failed[0]
+            writer = threading.Thread(target=put, args=(c,))
+            writer.start()
+    finally:
         if writer is not None:
             writer.join()
-        if failed:
-            raise failed[0]
-        writer = threading.Thread(target=put, args=(c,))
-        writer.start()
-    if writer is not None:
-        writer.join()
     if failed:
         raise failed[0]
 

@@ -228,3 +228,28 @@ def test_human_output_rich_on_a_terminal_plain_when_piped(pa_zero: Path, monkeyp
     assert "┃" in out and "0x10000" in out and rc == 0
     rc, out, _ = run(["walk", "--summary", str(pa_zero)])
     assert rc == 0 and "mapped" in out
+
+
+def test_json_stdin_streams_in_blocks(pa_zero: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # translate --json DOMAIN - reads, walks and writes a block of lines at a time (bounded memory)
+    import functools
+
+    import iommuctl.translate as translate_mod
+
+    iovas = [0x10000 + i * 0x200 for i in range(3000)]
+    text = "".join(f"{v:#x}\n" for v in iovas)
+    whole = run(["translate", "--json", "--legacy", str(pa_zero), "-"], text)
+    monkeypatch.setattr(translate_mod, "stdin_blocks", functools.partial(translate_mod.stdin_blocks, block=4096))
+    assert run(["translate", "--json", "--legacy", str(pa_zero), "-"], text) == whole
+    assert whole[0] == 1 and len(jl(whole[1])) == 3000
+    # a bad line in a later block: the earlier blocks' rows are out, the line is named, status 2
+    lines = text.splitlines()
+    lines[2500] = "0x1x"
+    rc, out, err = run(["translate", "--json", "--legacy", str(pa_zero), "-"], "\n".join(lines) + "\n")
+    assert rc == 2 and "<stdin> line 2501:" in err and "0x1x" in err
+    done = jl(out)
+    assert 0 < len(done) <= 2500 and done == jl(whole[1])[:len(done)]
+    rc, out, err = run(["translate", "--json", str(pa_zero), "-"], "0x1" * 10000)
+    assert rc == 2 and "<stdin> line 1: longer than 16384 bytes" in err and len(err) < 200
+    rc, out, err = run(["translate", "--json", str(pa_zero), "-"], "0x1" * 3000 + "\n")
+    assert rc == 2 and "<stdin> line 1: IOVA '0x10x10x1" in err and len(err) < 200
