@@ -265,6 +265,7 @@ mappings:
     res = translate_many(dom.walker, arr)
     tf = in_process(lambda: [tr._json_rows(res, slice(k, k + tr.CHUNK), None) for k in range(0, n, tr.CHUNK)], 2)
     row("  in it: parse stdin / walk / format JSON", f"{tp:.2f} / {tw:.2f} / {tf:.2f} s")
+    row("  stdin text to answers (parse + walk)", f"{n / (tp + tw) / 1e6:.2f} M/s", "", "", ">= 2 M/s?")
     row("  less its fixed cost (start-up, numpy, domain)", f"{n / (tcli - tfew) / 1e6:.2f} M/s",
         f"fixed {tfew * 1e3:.0f} ms")
 
