@@ -27,6 +27,7 @@ _LUT[ord("\n")], _LUT[ord("x")] = _NL, _X
 _U64 = np.dtype("<u8")  # rows are built as little-endian words: byte order is text order
 _ONES = np.uint64(0x0101010101010101)
 # KEEP[z]: a word's bytes after its first z (the leading zeros to drop); z = 8 drops the word
+_POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 _KEEP = np.array([(0xFFFFFFFFFFFFFFFF << (8 * z)) & 0xFFFFFFFFFFFFFFFF for z in range(9)], dtype=np.uint64)
 
 
@@ -153,6 +154,22 @@ class Rows:
         else:
             self.fills.append((self._piece(1, where), lo))
         self.template.append(np.zeros(2 if top >> 32 else 1, dtype=_U64))
+
+    def decimal(self, values: np.ndarray, where: np.ndarray | None = None) -> None:
+        """Unsigned decimal digits without leading zeros ("0" for zero)."""
+        values = np.ascontiguousarray(values, dtype=np.uint64)
+        top = int(values.max()) if len(values) else 0
+        ndig = len(str(top))
+        width = (ndig + 7) // 8
+        chars = np.zeros((len(values), 8 * width), dtype=np.uint8)
+        v = values.copy()
+        for k in range(ndig):  # the k-th digit from the right, into the k-th byte from the end
+            chars[:, 8 * width - 1 - k] = (v % np.uint64(10)).astype(np.uint8) + 48
+            v //= np.uint64(10)
+        digits = np.searchsorted(_POW10, values, side="right")  # 10**(d-1) <= value < 10**d
+        chars[np.arange(8 * width)[None, :] < (8 * width - np.maximum(digits, 1))[:, None]] = 0
+        self.fills.append((self._piece(width, where), chars.view(_U64)))
+        self.template.append(np.zeros(width, dtype=_U64))
 
     def words(self, codes: np.ndarray, words: Sequence[str], where: np.ndarray | None = None) -> None:
         """words[codes[i]] in row i: small sets such as prot strings, levels, page sizes."""

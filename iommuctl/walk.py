@@ -105,9 +105,29 @@ def batches(domain: Domain, start: int, end: int) -> Iterator[LeafBatch]:
             bar.__exit__(None, None, None)
 
 
-def leaf_runs(domain: Domain, start: int, end: int, coalesce: bool = True) -> Iterator[Run]:
-    """Leaves overlapping [start, end) in IOVA order, merged into runs when `coalesce`."""
-    cur: Run | None = None
+@dataclass
+class RunBatch:
+    """Runs as parallel arrays: uint64 iova, phys and pgsize; int64 count, prot and level."""
+
+    iova: np.ndarray
+    phys: np.ndarray
+    pgsize: np.ndarray
+    count: np.ndarray
+    prot: np.ndarray
+    level: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.iova)
+
+    def part(self, sl: slice) -> RunBatch:
+        return RunBatch(self.iova[sl], self.phys[sl], self.pgsize[sl], self.count[sl], self.prot[sl], self.level[sl])
+
+
+def run_batches(domain: Domain, start: int, end: int, coalesce: bool = True) -> Iterator[RunBatch]:
+    """Leaves overlapping [start, end) in IOVA order, merged into runs when `coalesce`, a batch
+    of runs at a time: each batch's last run is held back until the next batch shows whether
+    it goes on."""
+    held: RunBatch | None = None
     for b in batches(domain, start, end):
         n = len(b)
         if n == 0:
@@ -119,18 +139,30 @@ def leaf_runs(domain: Domain, start: int, end: int, coalesce: bool = True) -> It
             starts = np.concatenate(([0], brk))
         else:
             starts = np.arange(n)
-        ends = np.concatenate((starts[1:], [n]))
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            iova, phys, size1, prot = int(b.iova[s]), int(b.phys[s]), int(b.size[s]), int(b.prot[s])
-            if (coalesce and cur is not None and cur.end == iova and cur.phys + cur.pgsize * cur.count == phys
-                    and cur.pgsize == size1 and cur.prot == prot):
-                cur.count += e - s
-                continue
-            if cur is not None:
-                yield cur
-            cur = Run(iova, phys, size1, e - s, prot, b.level)
-    if cur is not None:
-        yield cur
+        rb = RunBatch(b.iova[starts], b.phys[starts], np.asarray(b.size)[starts],
+                      np.diff(np.append(starts, n)).astype(np.int64), np.asarray(b.prot)[starts].astype(np.int64),
+                      np.full(len(starts), b.level, dtype=np.int64))
+        if held is not None:
+            h = [int(x[0]) for x in (held.iova, held.phys, held.pgsize, held.count, held.prot)]
+            if (coalesce and h[0] + h[2] * h[3] == int(rb.iova[0]) and h[1] + h[2] * h[3] == int(rb.phys[0])
+                    and h[2] == int(rb.pgsize[0]) and h[4] == int(rb.prot[0])):
+                rb.iova[0], rb.phys[0], rb.level[0] = held.iova[0], held.phys[0], held.level[0]
+                rb.count[0] += h[3]
+            else:
+                yield held
+        if len(rb) > 1:
+            yield rb.part(slice(0, -1))
+        held = rb.part(slice(-1, None))
+    if held is not None:
+        yield held
+
+
+def leaf_runs(domain: Domain, start: int, end: int, coalesce: bool = True) -> Iterator[Run]:
+    """run_batches as Run objects (for tables and small ranges)."""
+    for rb in run_batches(domain, start, end, coalesce):
+        for run in zip(rb.iova.tolist(), rb.phys.tolist(), rb.pgsize.tolist(), rb.count.tolist(), rb.prot.tolist(),
+                       rb.level.tolist()):
+            yield Run(*run)
 
 
 def with_holes(runs: Iterator[Run], start: int, end: int) -> Iterator[Run | tuple[int, int]]:
@@ -206,7 +238,6 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
 
     from .numbers import fmt_size
     from .output import emit_json, table
-    from .walk import Run, Summary, leaf_runs, parse_range, summarise, with_holes
 
     dom = load(domain)
     start, end = parse_range(range_, dom)
@@ -226,6 +257,8 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
         view = PhysWindow(dom, *window)
     if summary:
         total = summarise(view, start, end)
+    elif as_json:
+        total = _json_runs(view, start, end, not leaves, holes)
     else:
         total = Summary()
         rows: list[list[Any]] = []
@@ -271,3 +304,98 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
         sizes = ", ".join(f"{fmt_size(int(k))}: {v}" for k, v in leaves_by_size.items()) or "none"
         say(f"mapped {total.mapped:#x} bytes ({fmt_size(total.mapped)}) in {total.runs} runs; "
                         f"leaves {sizes}; range [{start:#x}, {end:#x})")
+
+
+def _json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> Summary:
+    """walk --json: the run (and hole) rows of each RunBatch formatted with numpy (bulk.Rows),
+    written while the next batch is walked; the totals counted on the arrays."""
+    from .translate import write_overlapped
+
+    total = Summary()
+    pos = [start]  # where the last run ended: a hole before the next run starts there
+
+    def chunks() -> Iterator[bytes]:
+        for rb in run_batches(view, start, end, coalesce):
+            ends = rb.iova + rb.pgsize * rb.count.astype(np.uint64)
+            total.runs += len(rb)
+            for size, c in zip(*_per_size(rb)):
+                total.leaves[size] += c
+            lo, hi = np.maximum(rb.iova, np.uint64(start)), ends - np.uint64(1)
+            hi = np.minimum(hi, np.uint64(end - 1))
+            total.mapped += int((hi - lo).sum(dtype=np.uint64)) + len(rb)
+            # A run ending at 2**64 (17 digits; in a corrupt table not always the batch's last) or a
+            # reach already there does not fit uint64: those rare batches go row by row.
+            if pos[0] >> 64 or (ends == 0).any():
+                yield _python_rows(rb, pos, holes)
+                continue
+            for k in range(0, len(rb), ROWS_CHUNK):  # bounded memory: a batch can hold 256 K runs
+                part = slice(k, k + ROWS_CHUNK)
+                yield _run_rows(rb.part(part), ends[part], pos, holes)
+        if holes and pos[0] < end:
+            yield f'{{"iova": "{pos[0]:#x}", "end": "{end:#x}", "hole": true}}\n'.encode()
+
+    write_overlapped(chunks())
+    return total
+
+
+ROWS_CHUNK = 1 << 15
+
+
+def _per_size(rb: RunBatch) -> tuple[list[int], list[int]]:
+    """(page sizes, leaves of each) of a run batch."""
+    if int(rb.pgsize.min()) == int(rb.pgsize.max()):
+        return [int(rb.pgsize[0])], [int(rb.count.sum())]
+    sizes, inv = np.unique(rb.pgsize, return_inverse=True)
+    counts = np.bincount(inv.reshape(-1), weights=rb.count, minlength=len(sizes))
+    return sizes.tolist(), counts.astype(np.int64).tolist()
+
+
+def _run_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> bytes:
+    from formats.base import prot_str
+
+    from .bulk import Rows, pow2_codes, small_codes
+
+    rows = Rows(len(rb))
+    reach = np.maximum.accumulate(np.concatenate((np.array([pos[0]], dtype=np.uint64), ends)))
+    pos[0] = int(reach[-1])
+    if holes:  # a row may hold two lines: the gap before the run, then the run
+        prev = reach[:-1]
+        gap = rb.iova > prev
+        rows.text('{"iova": "0x', gap)
+        rows.hex(prev, gap)
+        rows.text('", "end": "0x', gap)
+        rows.hex(rb.iova, gap)
+        rows.text('", "hole": true}\n', gap)
+    rows.text('{"iova": "0x')
+    rows.hex(rb.iova)
+    rows.text('", "end": "0x')
+    rows.hex(ends)
+    rows.text('", "phys": "0x')
+    rows.hex(rb.phys)
+    rows.text('", "pgsize": ')
+    rows.words(*pow2_codes(rb.pgsize))
+    rows.text(', "count": ')
+    rows.decimal(rb.count.astype(np.uint64))
+    rows.text(', "prot": "')
+    codes, words = small_codes(rb.prot)
+    rows.words(codes, [prot_str(int(w)) for w in words])
+    rows.text('", "level": ')
+    rows.words(*small_codes(rb.level))
+    rows.text("}\n")
+    return rows.tobytes()
+
+
+def _python_rows(rb: RunBatch, pos: list[int], holes: bool) -> bytes:
+    """The same rows one by one, for a batch whose last run ends at 2**64."""
+    from formats.base import prot_str
+
+    lines = []
+    for iova, phys, size, count, prot, level in zip(rb.iova.tolist(), rb.phys.tolist(), rb.pgsize.tolist(),
+                                                    rb.count.tolist(), rb.prot.tolist(), rb.level.tolist()):
+        if holes and iova > pos[0]:
+            lines.append(f'{{"iova": "{pos[0]:#x}", "end": "{iova:#x}", "hole": true}}')
+        run_end = iova + size * count
+        pos[0] = max(pos[0], run_end)
+        lines.append(f'{{"iova": "{iova:#x}", "end": "{run_end:#x}", "phys": "{phys:#x}", "pgsize": {size}, '
+                     f'"count": {count}, "prot": "{prot_str(prot)}", "level": {level}}}')
+    return ("\n".join(lines) + "\n").encode()
