@@ -420,7 +420,8 @@ def mutate_yaml(rng: random.Random, fid: str) -> tuple[bytes, str]:
     elif op == "unknown":
         target = rng.choice([doc] + [v for v in (doc.get("config"), *(doc.get("mappings") or [])) if
                                      isinstance(v, dict)])
-        target[rng.choice(["bogus", "Format", "granule ", 7, "__class__"])] = rng.choice(JUNK)
+        key: Any = rng.choice(["bogus", "Format", "granule ", 7, "__class__"])  # 7: a non-string key
+        target[key] = rng.choice(JUNK)
         what = "unknown key"
     elif op == "nest":
         depth = rng.choice([50, 500, 5000, 100000])
@@ -727,7 +728,7 @@ def main() -> int:
     peak = max(r.maxrss_kib for r in results) / 1024
     by_cmd = Counter(r.case.argv[0] for r in results)
     codes = Counter(r.code for r in results)
-    summary = {
+    summary: dict[str, Any] = {
         "cases": len(results), "subprocess_cases": len(sub),
         "kinds": dict(Counter(r.case.kind for r in results)), "commands": dict(sorted(by_cmd.items())),
         "exit_status": {str(k): v for k, v in sorted(codes.items())},

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -85,7 +86,7 @@ def python_per_entry(image: Path, base: int, root: int, limit_leaves: int) -> tu
     """The simple baseline: one Python step per table entry doing the summary's work (output
     address, size, attributes, run counting), stopping after limit_leaves."""
     data = image.read_bytes()
-    st = {"leaves": 0, "runs": 0, "mapped": 0, "next": (-1, -1, 0, 0)}
+    st: dict[str, Any] = {"leaves": 0, "runs": 0, "mapped": 0, "next": (-1, -1, 0, 0)}
     addr_mask = 0x0000FFFFFFFFF000
     t0 = time.perf_counter()
 
@@ -252,8 +253,8 @@ mappings:
     t_one = in_process(lambda: [dom.walker.translate(v) for v in sample], 1) / len(sample)
     tcli, out = timed(IOMMUCTL + ["translate", "--json", str(dom_path), "-"], stdin=text, repeat=3)
     assert out.count(b"\n") == n
-    few = 2000  # the same batch path (numpy, stdin parser), as good as no work: the command's fixed cost
-    few_text = "".join(f"{v:#x}\n" for v in iovas[:few]).encode()
+    n_few = 2000  # the same batch path (numpy, stdin parser), as good as no work: the command's fixed cost
+    few_text = "".join(f"{v:#x}\n" for v in iovas[:n_few]).encode()
     tfew, _ = timed(IOMMUCTL + ["translate", "--json", str(dom_path), "-"], stdin=few_text, repeat=3)
     row("batch walk (translate_many)", f"{n / tw / 1e6:.2f} M/s", f"1 by 1: {1 / t_one / 1e6:.3f} M/s",
         f"{t_one * n / tw:.0f}x", ">= 2 M/s")
@@ -270,8 +271,8 @@ mappings:
         f"fixed {tfew * 1e3:.0f} ms")
 
     print("\n4. cold start")
-    exe = shutil.which("iommuctl") or "iommuctl"  # the console script, as a user types it
-    cmd = [exe, "translate", "example:smmuv3-4k", "0x1000"]
+    script = shutil.which("iommuctl") or "iommuctl"  # the console script, as a user types it
+    cmd = [script, "translate", "example:smmuv3-4k", "0x1000"]
     base_cmd = [sys.executable, "-c", "import click, yaml"]
     base_t, _ = timed(base_cmd, repeat=15)
     cold, _ = timed(cmd, repeat=15)

@@ -300,7 +300,7 @@ def test_selftest_scenario(cls: type[_Dart], granule: int, ias: int, oas: int) -
 
 
 # -- hypothesis round trips ----------------------------------------------------------------------
-VARIANTS = {
+VARIANTS: dict[str, tuple[type[_Dart], dict[str, Any]]] = {
     "dart-16k-32": (AppleDart, {"granule": 16 * K, "ias": 32}),
     "dart-4k-32-4ttbr": (AppleDart, {"granule": 4 * K, "ias": 32}),
     "dart-4k-36-3lvl": (AppleDart, {"granule": 4 * K, "ias": 36}),

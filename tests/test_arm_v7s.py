@@ -368,7 +368,7 @@ def mappings(draw: Any, ias: int, pa_bits: int) -> list[tuple[int, int, int, int
     return out
 
 
-CONFIGS = {
+CONFIGS: dict[str, tuple[dict[str, Any], int]] = {
     "plain": ({}, 0x4000_0000),
     "ns": ({"quirks": ["arm-ns"]}, 0x4000_0000),
     "no-perms": ({"quirks": ["no-perms"]}, 0x4000_0000),

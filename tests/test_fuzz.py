@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import os
 import signal
 import sys
 import time
@@ -69,6 +70,17 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
+@contextlib.contextmanager
+def chdir(path: Path) -> Iterator[None]:
+    """contextlib.chdir, which Python 3.10 lacks."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def run_cli(argv: list[str], cwd: Path, stdin: bytes = b"") -> tuple[int, str, str, float]:
     """iommuctl in-process: (exit status, stdout, stderr, CPU seconds)."""
     from iommuctl.cli import main
@@ -79,7 +91,7 @@ def run_cli(argv: list[str], cwd: Path, stdin: bytes = b"") -> tuple[int, str, s
     sys.stdin = io.StringIO(stdin.decode(errors="replace"))
     t0 = time.process_time()  # CPU seconds: the machine may be busy with other work
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(cwd), \
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), chdir(cwd), \
                 time_limit(CASE_SECONDS):
             try:
                 main(argv)

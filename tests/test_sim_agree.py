@@ -162,7 +162,8 @@ def test_aliased_pfns_blame_the_iova_left_behind() -> None:
     # there. The PFN check must name 0x40200000 (still mapped), not the first IOVA of the PFN.
     dom = load_domain_text("format: arm-v7s\n" + ALIASED)
     compare(dom, "vfio", 0x40000000, 0x40201000)
-    assert simulate(dom, "vfio", 0x40000000, 0x40201000, mode="replay").mismatch[0] == 0x40200000
+    mismatch = simulate(dom, "vfio", 0x40000000, 0x40201000, mode="replay").mismatch
+    assert mismatch is not None and mismatch[0] == 0x40200000
 
 
 def test_range_unaligned_to_the_iommu_page_is_replayed() -> None:

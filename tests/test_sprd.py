@@ -96,7 +96,8 @@ def build(f: Sprd, maps: list[tuple[int, int, int]]) -> Walker:
        st.sampled_from([0, 0x2000_0000]))
 def test_round_trip(items: list[tuple[int, int, int]], start: int) -> None:
     f = fmt(aperture_start=start, aperture_size=1 << 20)
-    maps, used = [], set()
+    maps: list[tuple[int, int, int]] = []
+    used: set[int] = set()
     for slot, ppn, n in items:
         pages = set(range(slot, min(slot + n, 256)))
         if pages & used or ppn + n > 0xFFFFF:

@@ -120,7 +120,7 @@ def _format_heads() -> list[tuple[str, str]]:
 
     from iommuctl.output import plain_config
 
-    heads = {}
+    heads: dict[str, str] = {}
     for name in TABLE_EXAMPLES:
         dom = load_domain(f"example:{name}")
         head = yaml.safe_dump({"format": dom.fmt.name, "config": plain_config(dom.fmt.config)})
