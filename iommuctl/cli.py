@@ -86,7 +86,11 @@ def check_iova(domain: Any, iova: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own errors and ours become one `iommuctl: error:` line, status 2."""
     try:
-        rv = cli.main(args=argv, prog_name="iommuctl", standalone_mode=False)
+        # The context by hand, not cli.main: click's main turns EPIPE into exit 1 and Ctrl-C into
+        # Abort; a reader closing the pipe early (`| head`) is a success here, Ctrl-C is 130.
+        args = sys.argv[1:] if argv is None else list(argv)
+        with cli.make_context("iommuctl", args) as ctx:
+            rv = cli.invoke(ctx)
         code = rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as e:
         code = e.exit_code
@@ -94,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("iommuctl: error: aborted\n")
         code = 2
     except click.ClickException as e:
-        sys.stderr.write(f"iommuctl: error: {e.format_message()}\n")
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `iommuctl` (click >= 8.2): the help, not an error line
+            sys.stderr.write(e.format_message() + "\n")
+        else:
+            sys.stderr.write(f"iommuctl: error: {e.format_message()}\n")
         code = 2
     except UserError as e:
         sys.stderr.write(f"iommuctl: error: {e}\n")

@@ -253,3 +253,33 @@ def test_json_stdin_streams_in_blocks(pa_zero: Path, monkeypatch: pytest.MonkeyP
     assert rc == 2 and "<stdin> line 1: longer than 16384 bytes" in err and len(err) < 200
     rc, out, err = run(["translate", "--json", str(pa_zero), "-"], "0x1" * 3000 + "\n")
     assert rc == 2 and "<stdin> line 1: IOVA '0x10x10x1" in err and len(err) < 200
+
+
+@pytest.mark.parametrize("argv", [["walk", "--json", "--leaves"], ["walk", "--leaves"], ["check", "--json"]])
+def test_reader_closing_the_pipe_early_is_success(tmp_path: Path, argv: list[str]) -> None:
+    # `iommuctl walk ... | head`: more output than the (widened, 1 MiB) pipe holds, the reader
+    # goes after 100 bytes; the command ends quietly with 0, as main() promises, not click's 1.
+    p = tmp_path / "many.yaml"
+    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
+                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "iommuctl", argv[0], str(p), *argv[1:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and err == b"", err[-500:]
+
+
+def test_ctrl_c_is_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("iommuctl.domain.example_names", interrupted)  # `examples` calls it first
+    rc, out, err = run(["examples"])
+    assert rc == 130 and "Traceback" not in err
+
+
+def test_bare_command_prints_the_usage() -> None:
+    rc, _, err = run([])
+    assert rc == 2 and "Usage: iommuctl" in err and "Commands:" in err
