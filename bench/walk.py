@@ -346,6 +346,8 @@ mappings:
     n_runs = out8.count(b"\n") - 1
     row(f"whole command ({n_runs:,} runs, cold, piped)", f"{t_json:.2f} s", f"per-run Python {t_py:.2f} s",
         f"{t_py / t_json:.1f}x", "")
+    t_text, _ = timed(IOMMUCTL + ["walk", str(path8)], repeat=2)
+    row("  the plain table instead (two passes: widths, rows)", f"{t_text:.2f} s")
 
 
 if __name__ == "__main__":

@@ -141,11 +141,12 @@ class Rows:
         self._piece(len(words), where)
         self.template.append(words)
 
-    def hex(self, values: np.ndarray, where: np.ndarray | None = None) -> None:
-        """Lowercase hex digits without leading zeros ("0" for zero), no 0x."""
+    def hex(self, values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """Lowercase hex digits without leading zeros ("0" for zero), no 0x; returns the digit counts."""
         values = np.ascontiguousarray(values, dtype=np.uint64)
         top = int(np.bitwise_or.reduce(values)) if len(values) else 0
-        zeros = 16 - hex_digits(values)  # leading zero digits of a 16-digit form
+        digits = hex_digits(values)
+        zeros = 16 - digits  # leading zero digits of a 16-digit form
         lo = _hex_word(values & np.uint64(0xFFFFFFFF)) & _KEEP[np.clip(zeros - 8, 0, 8)]
         if top >> 32:
             hi = _hex_word(values >> np.uint64(32)) & _KEEP[np.minimum(zeros, 8)]
@@ -154,6 +155,7 @@ class Rows:
         else:
             self.fills.append((self._piece(1, where), lo))
         self.template.append(np.zeros(2 if top >> 32 else 1, dtype=_U64))
+        return digits
 
     def decimal(self, values: np.ndarray, where: np.ndarray | None = None) -> None:
         """Unsigned decimal digits without leading zeros ("0" for zero)."""
@@ -166,10 +168,27 @@ class Rows:
         for k in range(ndig):  # the k-th digit from the right, into the k-th byte from the end
             chars[:, 8 * width - 1 - k] = (v % np.uint64(10)).astype(np.uint8) + 48
             v //= np.uint64(10)
-        digits = np.searchsorted(_POW10, values, side="right")  # 10**(d-1) <= value < 10**d
-        chars[np.arange(8 * width)[None, :] < (8 * width - np.maximum(digits, 1))[:, None]] = 0
+        digits = decimal_digits(values)
+        chars[np.arange(8 * width)[None, :] < (8 * width - digits)[:, None]] = 0
         self.fills.append((self._piece(width, where), chars.view(_U64)))
         self.template.append(np.zeros(width, dtype=_U64))
+
+    # Aligned plain-text cells (the human tables piped, see output.plain_table): left-justified
+    # cells are followed by spaces, right-justified ones preceded, chosen by each row's length.
+    def pad(self, used: np.ndarray, width: int, where: np.ndarray | None = None) -> None:
+        """Spaces filling a cell of `used` characters to `width`."""
+        self.words(np.clip(width - used, 0, width).astype(np.intp), [" " * k for k in range(width + 1)], where)
+
+    def hex_cell(self, values: np.ndarray, width: int, where: np.ndarray | None = None) -> None:
+        """"0x" and the hex digits, left-justified to `width`."""
+        self.text("0x", where)
+        self.pad(self.hex(values, where) + 2, width, where)
+
+    def decimal_cell(self, values: np.ndarray, width: int, where: np.ndarray | None = None) -> None:
+        """Decimal digits right-justified to `width`."""
+        values = np.ascontiguousarray(values, dtype=np.uint64)
+        self.pad(decimal_digits(values), width, where)
+        self.decimal(values, where)
 
     def words(self, codes: np.ndarray, words: Sequence[str], where: np.ndarray | None = None) -> None:
         """words[codes[i]] in row i: small sets such as prot strings, levels, page sizes."""
@@ -193,6 +212,11 @@ class Rows:
             if not where.all():
                 out[np.flatnonzero(~where), start:end] = 0
         return out.tobytes().translate(None, b"\0")
+
+
+def decimal_digits(values: np.ndarray) -> np.ndarray:
+    """Digits of each uint64 value's decimal form (1 for 0)."""
+    return np.maximum(np.searchsorted(_POW10, values, side="right"), 1)  # 10**(d-1) <= value < 10**d
 
 
 def small_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:

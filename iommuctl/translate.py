@@ -332,7 +332,15 @@ def _table_rows(r: Any, legs: Any) -> None:
     from formats.base import prot_str
 
     from .numbers import fmt_size
-    from .output import table
+    from .output import PLAIN_ROWS, styled, table
+
+    if len(r.iova) > PLAIN_ROWS or not styled():
+        widths = _text_widths(r, legs)
+        cols = ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else [])
+        head = "  ".join([c.rjust(w) if c == "size" else c.ljust(w) for c, w in zip(cols, widths)] + [cols[-1]])
+        body = (_text_rows(r, slice(k, k + CHUNK), legs, widths) for k in range(0, len(r.iova), CHUNK))
+        write_overlapped(chain([(head + "\n").encode()], body))
+        return
 
     size, prot = r.size.tolist(), r.prot.tolist()
     words = {p: prot_str(p) for p in set(prot)}
@@ -345,3 +353,68 @@ def _table_rows(r: Any, legs: Any) -> None:
             row.append(f"{leg:#x}")
     table(None, ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else []), rows,
           justify_right=("size",))
+
+
+def _text_widths(r: Any, legs: Any) -> list[int]:
+    """Column widths of the plain table (output.plain_table's, found on the arrays)."""
+    import numpy as np
+
+    from formats.base import prot_str
+
+    from .numbers import fmt_size
+
+    hit = r.size != 0
+    miss = bool((~hit).any())
+    hits = bool(hit.any())
+
+    def hex_width(values: Any) -> int:
+        return len(f"{int(values.max()):#x}") if len(values) else 0
+
+    widths = [max(4, hex_width(r.iova)), max(4, hex_width(r.phys[hit]), 8 if miss else 0),
+              max([4, 1 if miss else 0] + [len(fmt_size(int(v))) for v in np.unique(r.size[hit])]),
+              max([5, 1 if miss else 0] + [len(str(int(v))) for v in np.unique(r.level[hit])]),
+              max([4, 1 if miss else 0] + [len(prot_str(int(v))) for v in np.unique(r.prot[hit])])]
+    if legs is not None:
+        widths.append(max(3, hex_width(r.raw[hit]) if hits else 0, 1 if miss else 0))
+    return widths
+
+
+def _text_rows(r: Any, part: slice, legs: Any, widths: list[int]) -> bytes:
+    """The plain table's lines for r[part] (output.plain_table's layout)."""
+    import numpy as np
+
+    from .bulk import Rows, pow2_codes, small_codes
+    from .numbers import fmt_size
+
+    size = r.size[part]
+    hit = size != 0
+    miss = ~hit
+    rows = Rows(len(size))
+    rows.hex_cell(r.iova[part], widths[0])
+    rows.text("  ")
+    rows.hex_cell(r.phys[part], widths[1], hit)
+    rows.text("unmapped".ljust(widths[1]) + "  ", miss)
+    rows.text("  ", hit)
+    codes, words = pow2_codes(size)
+    rows.words(codes, [fmt_size(int(w)).rjust(widths[2]) for w in words], hit)
+    rows.text("-".rjust(widths[2]), miss)
+    rows.text("  ")
+    codes, words = small_codes(r.level[part])
+    rows.words(codes, [w.ljust(widths[3]) for w in words], hit)
+    rows.text("-".ljust(widths[3]), miss)
+    rows.text("  ")
+    codes, words = _prot_words(r.prot[part])
+    rows.words(codes, [w.ljust(widths[4]) for w in words], hit)
+    rows.text("-".ljust(widths[4]), miss)
+    rows.text("  ")
+    if legs is None:
+        rows.text("0x", hit)
+        rows.hex(r.raw[part], hit)
+        rows.text("-", miss)
+    else:
+        rows.hex_cell(r.raw[part], widths[5], hit)
+        rows.text("-".ljust(widths[5]), miss)
+        rows.text("  0x")
+        rows.hex(np.asarray(legs[part], dtype=np.uint64))
+    rows.text("\n")
+    return rows.tobytes()

@@ -255,44 +255,32 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
             raise UserError("--holes does not combine with --phys-range")
         assert window is not None
         view = PhysWindow(dom, *window)
+    from .run_rows import json_runs, text_runs
+
+    got: Summary | None = None
     if summary:
-        total = summarise(view, start, end)
+        got = summarise(view, start, end)
     elif as_json:
-        total = _json_runs(view, start, end, not leaves, holes)
+        got = json_runs(view, start, end, not leaves, holes)
     else:
+        got = text_runs(view, start, end, not leaves, holes)
+    if got is not None:
+        total = got
+    else:  # a small table for rich on a terminal, or runs reaching 2**64: one row at a time
         total = Summary()
         rows: list[list[Any]] = []
-        lines: list[str] = []  # JSON rows written as text in chunks: a JSON encoder call per run costs 3x
-        prot_text: dict[int, str] = {}
         items: Any = leaf_runs(view, start, end, coalesce=not leaves)
-        if holes:
-            items = with_holes(items, start, end)
-        for item in items:
+        for item in with_holes(items, start, end) if holes else items:
             if isinstance(item, Run):
                 total.runs += 1
                 total.leaves[item.pgsize] += item.count
                 total.mapped += max(0, min(item.end, end) - max(item.iova, start))
-                pt = prot_text.get(item.prot) or prot_text.setdefault(item.prot, prot_str(item.prot))
-                if as_json:
-                    lines.append(f'{{"iova": "{item.iova:#x}", "end": "{item.end:#x}", "phys": "{item.phys:#x}", '
-                                 f'"pgsize": {item.pgsize}, "count": {item.count}, "prot": "{pt}", '
-                                 f'"level": {item.level}}}')
-                else:
-                    rows.append([f"{item.iova:#x}", f"{item.end:#x}", f"{item.phys:#x}", fmt_size(item.pgsize),
-                                 item.count, item.level, pt])
+                rows.append([f"{item.iova:#x}", f"{item.end:#x}", f"{item.phys:#x}", fmt_size(item.pgsize),
+                             item.count, item.level, prot_str(item.prot)])
             else:
-                if as_json:
-                    lines.append(f'{{"iova": "{item[0]:#x}", "end": "{item[1]:#x}", "hole": true}}')
-                else:
-                    rows.append([f"{item[0]:#x}", f"{item[1]:#x}", "hole", "", "", "", ""])
-            if len(lines) >= 4096:
-                sys.stdout.write("\n".join(lines) + "\n")
-                lines.clear()
-        if lines:
-            sys.stdout.write("\n".join(lines) + "\n")
-        if not as_json:
-            table(None, ["iova", "end", "phys", "pgsize", "count", "level", "prot"], rows,
-                  justify_right=("pgsize", "count"))
+                rows.append([f"{item[0]:#x}", f"{item[1]:#x}", "hole", "", "", "", ""])
+        table(None, ["iova", "end", "phys", "pgsize", "count", "level", "prot"], rows,
+              justify_right=("pgsize", "count"))
     total.mapped -= getattr(view, "excess", 0)  # --phys-range: bytes of straddling leaves outside the window
     leaves_by_size = {str(k): v for k, v in sorted(total.leaves.items())}
     if as_json:
@@ -304,98 +292,3 @@ def walk(domain: str, range_: str | None, leaves: bool, holes: bool, summary: bo
         sizes = ", ".join(f"{fmt_size(int(k))}: {v}" for k, v in leaves_by_size.items()) or "none"
         say(f"mapped {total.mapped:#x} bytes ({fmt_size(total.mapped)}) in {total.runs} runs; "
                         f"leaves {sizes}; range [{start:#x}, {end:#x})")
-
-
-def _json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> Summary:
-    """walk --json: the run (and hole) rows of each RunBatch formatted with numpy (bulk.Rows),
-    written while the next batch is walked; the totals counted on the arrays."""
-    from .translate import write_overlapped
-
-    total = Summary()
-    pos = [start]  # where the last run ended: a hole before the next run starts there
-
-    def chunks() -> Iterator[bytes]:
-        for rb in run_batches(view, start, end, coalesce):
-            ends = rb.iova + rb.pgsize * rb.count.astype(np.uint64)
-            total.runs += len(rb)
-            for size, c in zip(*_per_size(rb)):
-                total.leaves[size] += c
-            lo, hi = np.maximum(rb.iova, np.uint64(start)), ends - np.uint64(1)
-            hi = np.minimum(hi, np.uint64(end - 1))
-            total.mapped += int((hi - lo).sum(dtype=np.uint64)) + len(rb)
-            # A run ending at 2**64 (17 digits; in a corrupt table not always the batch's last) or a
-            # reach already there does not fit uint64: those rare batches go row by row.
-            if pos[0] >> 64 or (ends == 0).any():
-                yield _python_rows(rb, pos, holes)
-                continue
-            for k in range(0, len(rb), ROWS_CHUNK):  # bounded memory: a batch can hold 256 K runs
-                part = slice(k, k + ROWS_CHUNK)
-                yield _run_rows(rb.part(part), ends[part], pos, holes)
-        if holes and pos[0] < end:
-            yield f'{{"iova": "{pos[0]:#x}", "end": "{end:#x}", "hole": true}}\n'.encode()
-
-    write_overlapped(chunks())
-    return total
-
-
-ROWS_CHUNK = 1 << 15
-
-
-def _per_size(rb: RunBatch) -> tuple[list[int], list[int]]:
-    """(page sizes, leaves of each) of a run batch."""
-    if int(rb.pgsize.min()) == int(rb.pgsize.max()):
-        return [int(rb.pgsize[0])], [int(rb.count.sum())]
-    sizes, inv = np.unique(rb.pgsize, return_inverse=True)
-    counts = np.bincount(inv.reshape(-1), weights=rb.count, minlength=len(sizes))
-    return sizes.tolist(), counts.astype(np.int64).tolist()
-
-
-def _run_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> bytes:
-    from formats.base import prot_str
-
-    from .bulk import Rows, pow2_codes, small_codes
-
-    rows = Rows(len(rb))
-    reach = np.maximum.accumulate(np.concatenate((np.array([pos[0]], dtype=np.uint64), ends)))
-    pos[0] = int(reach[-1])
-    if holes:  # a row may hold two lines: the gap before the run, then the run
-        prev = reach[:-1]
-        gap = rb.iova > prev
-        rows.text('{"iova": "0x', gap)
-        rows.hex(prev, gap)
-        rows.text('", "end": "0x', gap)
-        rows.hex(rb.iova, gap)
-        rows.text('", "hole": true}\n', gap)
-    rows.text('{"iova": "0x')
-    rows.hex(rb.iova)
-    rows.text('", "end": "0x')
-    rows.hex(ends)
-    rows.text('", "phys": "0x')
-    rows.hex(rb.phys)
-    rows.text('", "pgsize": ')
-    rows.words(*pow2_codes(rb.pgsize))
-    rows.text(', "count": ')
-    rows.decimal(rb.count.astype(np.uint64))
-    rows.text(', "prot": "')
-    codes, words = small_codes(rb.prot)
-    rows.words(codes, [prot_str(int(w)) for w in words])
-    rows.text('", "level": ')
-    rows.words(*small_codes(rb.level))
-    rows.text("}\n")
-    return rows.tobytes()
-
-
-def _python_rows(rb: RunBatch, pos: list[int], holes: bool) -> bytes:
-    """The same rows one by one, for a batch whose last run ends at 2**64."""
-    from formats.base import prot_str
-
-    lines = []
-    for iova, phys, size, count, prot, level in zip(rb.iova.tolist(), rb.phys.tolist(), rb.pgsize.tolist(),
-                                                    rb.count.tolist(), rb.prot.tolist(), rb.level.tolist()):
-        if holes and iova > pos[0]:
-            lines.append(f'{{"iova": "{pos[0]:#x}", "end": "{iova:#x}", "hole": true}}')
-        run_end = iova + size * count
-        pos[0] = max(pos[0], run_end)
-        lines.append(f'{{"iova": "{iova:#x}", "end": "{run_end:#x}", "phys": "{phys:#x}", "pgsize": {size}, '
-                     f'"count": {count}, "prot": "{prot_str(prot)}", "level": {level}}}')
-    return ("\n".join(lines) + "\n").encode()

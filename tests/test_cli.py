@@ -211,6 +211,23 @@ def test_bulk_stdin_rows_equal_one_by_one(name: str, monkeypatch: pytest.MonkeyP
             for v, t in ((v, dom.translate(v)) for v in iovas)]
     assert jl(out) == want
     assert rc == (1 if any(not r["mapped"] for r in want) else 0)
+    # the plain table (piped human output), also written with numpy: output.plain_table's layout
+    import contextlib
+    import io
+
+    from iommuctl.numbers import fmt_size
+    from iommuctl.output import plain_table
+
+    for legacy in ([], ["--legacy"]):
+        cells = [[r["iova"], r["phys"] if r["mapped"] else "unmapped", fmt_size(r["size"]) if r["mapped"] else "-",
+                  str(r.get("level", "-")), r.get("prot", "-"), r.get("raw", "-")] + ([r["legacy"]] if legacy else [])
+                 for r in want]
+        ref = io.StringIO()
+        with contextlib.redirect_stdout(ref):
+            plain_table(None, ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legacy else []),
+                        cells, ("size",))
+        rc2, out, _ = run(["translate", *legacy, f"example:{name}", "-"], text)
+        assert out == ref.getvalue() and rc2 == rc
 
 
 def test_human_output_rich_on_a_terminal_plain_when_piped(pa_zero: Path, monkeypatch: pytest.MonkeyPatch) -> None:

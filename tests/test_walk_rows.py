@@ -1,8 +1,11 @@
-"""walk --json writes its rows with numpy (walk._run_rows); they must be exactly the rows made
-one run at a time from leaf_runs and with_holes, holes, leaves and summary included."""
+"""walk writes its rows with numpy (iommuctl.run_rows), as JSON lines and as the plain table;
+they must be exactly the rows made one run at a time from leaf_runs and with_holes (the plain
+table as output.plain_table lays those out), holes, leaves and summary included."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -15,6 +18,8 @@ from hypothesis import strategies as st
 from formats.base import prot_str
 from iommuctl.cli import cli
 from iommuctl.domain import example_names, load_domain, load_domain_text
+from iommuctl.numbers import fmt_size
+from iommuctl.output import plain_table
 from iommuctl.walk import Run, leaf_runs, with_holes
 
 
@@ -30,6 +35,27 @@ def reference(dom: object, start: int, end: int, leaves: bool, holes: bool) -> l
     return out
 
 
+def reference_text(dom: object, start: int, end: int, leaves: bool, holes: bool) -> str:
+    rows = []
+    for r in reference(dom, start, end, leaves, holes):
+        if "hole" in r:
+            rows.append([r["iova"], r["end"], "hole", "", "", "", ""])
+        else:
+            rows.append([r["iova"], r["end"], r["phys"], fmt_size(r["pgsize"]), str(r["count"]), str(r["level"]),
+                         r["prot"]])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        plain_table(None, ["iova", "end", "phys", "pgsize", "count", "level", "prot"], rows, ("pgsize", "count"))
+    return out.getvalue()
+
+
+def walk_text(spec: str, *opts: str) -> str:
+    """The table without its summary line (CliRunner's stdout is no terminal: the plain table)."""
+    res = CliRunner().invoke(cli, ["walk", spec, *opts])
+    assert res.exit_code == 0, res.output
+    return res.output[:res.output.rstrip("\n").rfind("\n") + 1]
+
+
 def walk_json(spec: str, *opts: str) -> list[dict]:
     res = CliRunner().invoke(cli, ["walk", "--json", spec, *opts])
     assert res.exit_code == 0, res.output
@@ -43,16 +69,19 @@ def test_example_rows_equal_one_run_at_a_time(name: str, opts: tuple[str, ...]) 
     lo, hi = min(s for s, _ in dom.windows), max(e for _, e in dom.windows)
     rows = walk_json(f"example:{name}", *opts)
     assert rows[:-1] == reference(dom, lo, hi, "--leaves" in opts, "--holes" in opts)
+    assert walk_text(f"example:{name}", *opts) == reference_text(dom, lo, hi, "--leaves" in opts, "--holes" in opts)
     summary = rows[-1]["summary"]
     assert summary["runs"] == len([r for r in rows[:-1] if "hole" not in r])
 
 
 def test_rows_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import iommuctl.walk as walk_mod
+    import iommuctl.run_rows as walk_mod
 
-    whole = walk_json("example:vm-guest", "--leaves", "--holes")
+    whole, text = walk_json("example:vm-guest", "--leaves", "--holes"), walk_text("example:vm-guest", "--leaves",
+                                                                                   "--holes")
     monkeypatch.setattr(walk_mod, "ROWS_CHUNK", 7)
     assert walk_json("example:vm-guest", "--leaves", "--holes") == whole
+    assert walk_text("example:vm-guest", "--leaves", "--holes") == text
 
 
 def test_run_ending_at_the_top_of_a_64_bit_space(tmp_path: Path) -> None:
@@ -67,6 +96,7 @@ mappings:
     assert rows[-2] == {"iova": "0xffffffffffe00000", "end": "0x10000000000000000", "phys": "0x80000000",
                         "pgsize": 2097152, "count": 1, "prot": "rw", "level": 1}
     assert rows[:-1] == reference(load_domain(str(p)), 0, 1 << 64, False, True)
+    assert walk_text(str(p), "--holes") == reference_text(load_domain(str(p)), 0, 1 << 64, False, True)
 
 
 def test_corrupt_replica_after_a_run_ending_at_the_top(tmp_path: Path) -> None:
@@ -91,6 +121,8 @@ mappings:
     for opts in ((), ("--holes",), ("--leaves",)):
         rows = walk_json(str(tmp_path / "d.yaml"), *opts)
         assert rows[:-1] == reference(dom, 0, 1 << 64, "--leaves" in opts, "--holes" in opts)
+        assert walk_text(str(tmp_path / "d.yaml"), *opts) == reference_text(dom, 0, 1 << 64, "--leaves" in opts,
+                                                                             "--holes" in opts)
     tail = walk_json(str(tmp_path / "d.yaml"))[-3:-1]
     assert [(r["iova"], r["end"], r["phys"], r["pgsize"]) for r in tail] == [
         ("0xffffffffffff0000", "0x10000000000000000", "0x500000000", 65536),
@@ -120,3 +152,5 @@ def test_random_ranges_rows_equal_one_run_at_a_time(spec: list[tuple[int, int, i
         for opts in ((), ("--holes",), ("--leaves",)):
             rows = walk_json(str(path), "--range", f"{start:#x}:{end:#x}", *opts)
             assert rows[:-1] == reference(dom, start, end, "--leaves" in opts, "--holes" in opts)
+            assert walk_text(str(path), "--range", f"{start:#x}:{end:#x}", *opts) == reference_text(
+                dom, start, end, "--leaves" in opts, "--holes" in opts)
