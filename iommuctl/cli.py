@@ -26,7 +26,7 @@ LAZY_COMMANDS = {  # every command lives in its own module, imported only when i
     "examples": "iommuctl.catalog:examples",
     "unmap-sim": "iommuctl.sim.command:unmap_sim",
     "check": "iommuctl.check:check_cmd",
-    "diff": "iommuctl.analysis:diff_cmd",
+    "diff": "iommuctl.diff:diff_cmd",
     "reverse": "iommuctl.analysis:reverse_cmd",
 }
 CORE_ORDER = ["translate", "walk", "explain", "build", "unmap-sim", "check", "diff", "reverse", "formats",

@@ -20,17 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iommuctl.analysis as analysis
+import iommuctl.diff as diff_mod
 from formats import FORMATS
-from iommuctl.analysis import (
-    Change,
-    PhysAlias,
-    Side,
-    diff_domains,
-    find_aliases,
-    phys_summary,
-    reverse_pas,
-)
+from iommuctl.analysis import PhysAlias, find_aliases, phys_summary, reverse_pas
 from iommuctl.cli import main
+from iommuctl.diff import Change, DiffStats, Side, diff_domains
 from iommuctl.domain import Domain, load_domain_text
 from iommuctl.errors import UserError
 
@@ -89,7 +83,7 @@ def test_diff_same_mappings_in_two_formats_is_empty(other: str, tmp_path: Path,
     if other not in FORMATS or not available(other):
         pytest.skip(f"{other} not built yet")
     a, b = build("arm-lpae-s1", SMALL), build(other, SMALL)
-    st_ = analysis.DiffStats()
+    st_ = DiffStats()
     changes = list(diff_domains(a, b, 0, 1 << 32, stats=st_))
     assert changes == []
     assert (st_.same, st_.added, st_.removed, st_.changed) == (0xF000 + 0x3000 + 0x8000, 0, 0, 0)
@@ -138,7 +132,7 @@ def test_diff_hand_built_changes(tmp_path: Path, capsys: pytest.CaptureFixture[s
               (0x4000_0000, 0x8000_0000, M1, "rw"), (0x4010_0000, 0x8010_0000, M1, "rw"),  # 512 x 4K
               (0x6000_0000, 0x8000_0000, K4, "rw")]  # added; 0x5000_0000 removed
     a, b = build("arm-lpae-s1", a_maps), build("arm-lpae-s2", b_maps)
-    st_ = analysis.DiffStats()
+    st_ = DiffStats()
     got = list(diff_domains(a, b, 0, 1 << 48, stats=st_))
     assert got == [
         Change("changed", 0x12_0000, 0x14_0000, Side(0x8002_0000, K4, RW), Side(0x8002_1000, K4, RW)),
@@ -187,7 +181,7 @@ def test_diff_domain_and_its_unmapped_copy() -> None:
     # tear everything down: the diff is every mapped byte, removed
     for v, _p, size, *_ in list(b.walker.iter_leaves(0, 1 << 48)):
         assert b.walker.unmap_leaf(v, size) == size
-    st_ = analysis.DiffStats()
+    st_ = DiffStats()
     got = list(diff_domains(a, b, 0, 1 << 48, stats=st_))
     assert st_.removed == 0x10_0000 + 2 * M2 and st_.same == 0 and {c.kind for c in got} == {"removed"}
     assert [(c.iova, c.end) for c in got] == [(M1, 2 * M1), (0x4000_0000, 0x4040_0000)]
@@ -289,12 +283,12 @@ def _maps(items: list[tuple[int, int, int, str]]) -> list[tuple[int, int, int, s
        st.sampled_from([(), ("pgsize",), ("prot",)]))
 def test_diff_matches_per_page_oracle(ma: list[Any], mb: list[Any], chunk: int, ignore: tuple[str, ...]) -> None:
     a, b = build("arm-lpae-s1", _maps(ma)), build("arm-lpae-s2", _maps(mb))
-    old = analysis.CHUNK
-    analysis.CHUNK = chunk  # small chunks: cuts through runs and through 2M blocks
+    old = diff_mod.CHUNK
+    diff_mod.CHUNK = chunk  # small chunks: cuts through runs and through 2M blocks
     try:
         changes = list(diff_domains(a, b, 0, 8 * M1, ignore))
     finally:
-        analysis.CHUNK = old
+        diff_mod.CHUNK = old
     got: dict[int, str] = {}
     for i, c in enumerate(changes):
         if i:
