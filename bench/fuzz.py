@@ -324,7 +324,8 @@ def commands(rng: random.Random, b: Base, dom: str, available: set[str]) -> Iter
     yield ["translate", dom, *[f"{v:#x}" for v in _iovas(rng, b, rng.randint(1, 6))],
            *(["--legacy"] if rng.random() < 0.5 else []), *(["--json"] if rng.random() < 0.5 else [])], b""
     many = "\n".join(f"{v:#x}" for v in _iovas(rng, b, rng.choice([300, 2500]))).encode()
-    yield ["translate", dom, "-", "--json", "--legacy"], _stdin_junk(rng, many)  # the numpy batch and parse paths
+    yield ["translate", dom, "-", *(["--json"] if rng.random() < 0.6 else []),  # the numpy batch, parse, rows
+           *(["--legacy"] if rng.random() < 0.5 else [])], _stdin_junk(rng, many)
     walk_opts = rng.choice([[], ["--leaves"], ["--holes"], ["--summary"], ["--leaves", "--holes"]])
     rng_opt = ["--range", _range(rng, b)] if rng.random() < 0.6 else []
     yield ["walk", dom, *walk_opts, *rng_opt, *(["--json"] if rng.random() < 0.7 else [])], b""
@@ -337,7 +338,7 @@ def commands(rng: random.Random, b: Base, dom: str, available: set[str]) -> Iter
         yield ["unmap-sim", dom, "--caller", rng.choice(["vfio", "iommufd", "all"]),
                *(["--range", _range(rng, b)] if rng.random() < 0.7 else []), "--json"], b""
     if "diff" in available:
-        yield ["diff", "clean.yaml", dom, "--json"], b""
+        yield ["diff", "clean.yaml", dom, *(["--json"] if rng.random() < 0.6 else [])], b""
     if "reverse" in available:
         pas = [rng.choice(b.pas) if b.pas and rng.random() < 0.7 else rng.getrandbits(48) for _ in range(3)]
         yield ["reverse", dom, *[f"{p:#x}" for p in pas], "--json"], b""
