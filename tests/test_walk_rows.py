@@ -154,3 +154,15 @@ def test_random_ranges_rows_equal_one_run_at_a_time(spec: list[tuple[int, int, i
             assert rows[:-1] == reference(dom, start, end, "--leaves" in opts, "--holes" in opts)
             assert walk_text(str(path), "--range", f"{start:#x}:{end:#x}", *opts) == reference_text(
                 dom, start, end, "--leaves" in opts, "--holes" in opts)
+
+
+def test_terminal_gets_rich_for_a_small_table_plain_for_a_large_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import iommuctl.output as output
+
+    monkeypatch.setattr(output, "styled", lambda: True)
+    res = CliRunner().invoke(cli, ["walk", "example:vm-guest", "--range", "0:0x500004000"])
+    assert res.exit_code == 0 and "┃" in res.output  # rich's table
+    monkeypatch.setattr(output, "PLAIN_ROWS", 2)
+    res = CliRunner().invoke(cli, ["walk", "example:vm-guest", "--range", "0:0x500004000"])
+    assert res.exit_code == 0 and "┃" not in res.output
+    assert res.output.splitlines()[1].split() == ["0x0", "0x80000000", "0x1000200000", "2M", "1024", "2", "rw,cache"]
