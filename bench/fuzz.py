@@ -342,6 +342,11 @@ def commands(rng: random.Random, b: Base, dom: str, available: set[str]) -> Iter
     if "reverse" in available:
         pas = [rng.choice(b.pas) if b.pas and rng.random() < 0.7 else rng.getrandbits(48) for _ in range(3)]
         yield ["reverse", dom, *[f"{p:#x}" for p in pas], "--json"], b""
+        if b.pas:  # a physical window around a mapped PA: runs, holes, coverage
+            pa = rng.choice(b.pas)
+            yield ["reverse", dom, "--range", f"{max(0, pa - rng.choice([0, 0x1000, 0x200000])):#x}+"
+                   f"{rng.choice([0x1000, 0x3000, 0x400000, 1 << 30])}", *(["--holes"] if rng.random() < 0.6 else []),
+                   *(["--json"] if rng.random() < 0.5 else [])], b""
 
 
 # -- YAML ---------------------------------------------------------------------------------------

@@ -15,22 +15,19 @@ IOVA range and filters each one with a numpy mask on the leaves' output addresse
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import click
 import numpy as np
 
 from formats.base import LeafBatch, prot_str
 from formats.walker import TableVisit
 
-from .cli import json_option, load
 from .domain import Domain
 from .errors import UserError
-from .numbers import fmt_size, parse_number
-from .walk import Summary, batches, parse_range, parse_span
+from .numbers import fmt_size
+from .walk import Summary, batches, parse_span
 
 U64 = np.uint64
 TOP = 1 << 64
@@ -200,203 +197,10 @@ def phys_summary(dom: Domain, start: int, end: int, plo: int, phi: int) -> Summa
     return s
 
 
-# ---------------------------------------------------------------------------------------------
-# reverse
-
-
-@dataclass
-class Hit:
-    """An IOVA that maps a physical address: `iova` exactly (pa's offset in the leaf), in the
-    leaf [leaf_iova, leaf_iova + pgsize) whose output starts at `phys`."""
-
-    pa: int
-    iova: int
-    leaf_iova: int
-    phys: int
-    pgsize: int
-    prot: int
-    level: int
-
-    @property
-    def leaf_end(self) -> int:
-        return self.leaf_iova + self.pgsize
-
-
-def reverse_pas(dom: Domain, pas: Iterable[int], start: int | None = None,
-                end: int | None = None) -> dict[int, list[Hit]]:
-    """Every IOVA in [start, end) (default: the whole input space) mapping each PA, found in one
-    range walk whatever the number of PAs (per leaf table: a searchsorted of the sorted PAs)."""
-    lo, hi = _space(dom, start, end)
-    wanted = sorted(set(pas))
-    out: dict[int, list[Hit]] = {pa: [] for pa in wanted}
-    if not wanted:
-        return out
-    sp = np.array(wanted, dtype=np.uint64)
-    single = len(wanted) == 1
-    for b in batches(dom, lo, hi):
-        if not len(b):
-            continue
-        p, size = b.phys, b.size
-        if single:
-            m = (p <= sp[0]) & (sp[0] - p < size)
-            idx = np.flatnonzero(m)
-            if not len(idx):
-                continue
-            first = np.zeros(len(idx), dtype=np.int64)
-            last = np.ones(len(idx), dtype=np.int64)
-        else:
-            a = np.searchsorted(sp, p, "left")
-            z = np.searchsorted(sp, p + size, "left")
-            idx = np.flatnonzero(z > a)
-            if not len(idx):
-                continue
-            first, last = a[idx], z[idx]
-        for i, k0, k1 in zip(idx.tolist(), first.tolist(), last.tolist()):
-            v, ph, sz, pr = int(b.iova[i]), int(b.phys[i]), int(b.size[i]), int(b.prot[i])
-            for pa in wanted[k0:k1]:
-                iova = v + (pa - ph)
-                if lo <= iova < hi:  # a leaf straddling the range start maps some PAs from outside it
-                    out[pa].append(Hit(pa, iova, v, ph, sz, pr, b.level))
-    return out
-
-
 def _space(dom: Domain, start: int | None, end: int | None) -> tuple[int, int]:
     lo = min(s for s, _ in dom.windows) if start is None else start
     hi = max(e for _, e in dom.windows) if end is None else end
     return lo, hi
-
-
-@dataclass
-class PhysRun:
-    """IOVAs [iova, end) mapping physical [phys, phys + end - iova): IOVA- and PA-contiguous,
-    backed by `count` leaves (or leaf pieces) of one page size and prot."""
-
-    iova: int
-    end: int
-    phys: int
-    pgsize: int
-    count: int
-    prot: int
-    level: int
-
-    @property
-    def phys_end(self) -> int:
-        return self.phys + (self.end - self.iova)
-
-
-@dataclass
-class ReverseRange:
-    """reverse --range: the IOVA runs whose output lies in [plo, phi) (iterate `runs()`), then
-    the coverage of the window: `mapped` bytes reached by at least one IOVA, `holes`, and
-    `aliased` bytes reached by more than one."""
-
-    dom: Domain
-    plo: int
-    phi: int
-    start: int
-    end: int
-    mapped: int = 0
-    aliased: int = 0
-    holes: list[tuple[int, int]] = field(default_factory=list)
-    _cover: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-
-    def runs(self) -> Iterator[PhysRun]:
-        plo, phi = self.plo, self.phi
-        cur: PhysRun | None = None
-        for b in batches(self.dom, self.start, self.end):
-            if not len(b):
-                continue
-            m = _phys_overlap(b.phys, b.size, plo, phi)
-            if not m.any():
-                continue
-            sg = segs_of(b, self.start, self.end)
-            if len(sg) != len(b):  # the clip dropped a straddler: redo the mask on the pieces
-                m = _phys_overlap(sg.p, sg.ln, plo, phi)
-            sg = sg[m]
-            if not len(sg):
-                continue
-            # clip each piece to the window on the physical side
-            cut_lo = np.where(sg.p < U64(plo), U64(plo) - sg.p, U64(0))
-            if phi < TOP:
-                over = sg.p + sg.ln
-                cut_hi = np.where(over > U64(phi), over - U64(phi), U64(0))
-            else:
-                cut_hi = np.zeros(len(sg), dtype=np.uint64)
-            s, p = sg.s + cut_lo, sg.p + cut_lo
-            ln = sg.ln - cut_lo - cut_hi
-            self._cover.append((p, ln))
-            starts = np.concatenate(([0], _breaks(s, ln, p, sg.pg, sg.pr)))
-            ends = np.concatenate((starts[1:], [len(s)]))
-            for a, z in zip(starts.tolist(), ends.tolist()):
-                v, ph, pg, pr = int(s[a]), int(p[a]), int(sg.pg[a]), int(sg.pr[a])
-                e = int(s[z - 1]) + int(ln[z - 1])
-                if (cur is not None and cur.end == v and cur.phys_end == ph and cur.pgsize == pg
-                        and cur.prot == pr):
-                    cur.end, cur.count = e, cur.count + (z - a)
-                    continue
-                if cur is not None:
-                    yield cur
-                cur = PhysRun(v, e, ph, pg, z - a, pr, int(sg.lv[a]))
-        if cur is not None:
-            yield cur
-        self._coverage()
-
-    def _coverage(self) -> None:
-        """Union and double coverage of the pieces' outputs (sorted once, at the end)."""
-        plo, phi = self.plo, self.phi
-        if not self._cover:
-            self.holes = [(plo, phi)]
-            return
-        p = np.concatenate([c[0] for c in self._cover])
-        ln = np.concatenate([c[1] for c in self._cover])
-        self._cover = []
-        order = np.argsort(p, kind="stable")
-        p, e = p[order], p[order] + ln[order]
-        reach = np.maximum.accumulate(e)
-        new = np.ones(len(p), dtype=bool)
-        new[1:] = p[1:] >= reach[:-1]  # starts a new connected cluster
-        firsts = np.flatnonzero(new)
-        lasts = np.concatenate((firsts[1:], [len(p)])) - 1
-        c_lo, c_hi = p[firsts], reach[lasts]
-        self.mapped = int((c_hi - c_lo).sum(dtype=np.uint64))
-        pos = plo
-        holes = []
-        for a, z in zip(c_lo.tolist(), c_hi.tolist()):
-            if a > pos:
-                holes.append((pos, a))
-            pos = max(pos, z)
-        if pos < phi:
-            holes.append((pos, phi))
-        self.holes = holes
-        # bytes reached by two or more IOVAs: none when the pieces add up to their union
-        total = int(ln.sum(dtype=np.uint64))
-        if total != self.mapped:
-            self.aliased = _multi_covered(p, e)
-
-
-def _multi_covered(p: np.ndarray, e: np.ndarray) -> int:
-    """Bytes covered by at least two of the intervals [p, e) (a sweep over sorted events)."""
-    pos = np.concatenate((p, e))
-    delta = np.concatenate((np.ones(len(p), dtype=np.int64), -np.ones(len(e), dtype=np.int64)))
-    order = np.argsort(pos, kind="stable")
-    pos, delta = pos[order], delta[order]
-    # depth after all events at a position: the running sum at the last event of each position
-    last = np.ones(len(pos), dtype=bool)
-    last[:-1] = pos[1:] != pos[:-1]
-    depth = np.cumsum(delta)[last]
-    upos = pos[last]
-    widths = upos[1:] - upos[:-1]
-    return int(widths[depth[:-1] >= 2].sum(dtype=np.uint64))
-
-
-def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """np.unique by sorting (recent numpy's hash-based unique is far slower on uint64)."""
-    x = np.sort(x)
-    if len(x) < 2:
-        return x
-    keep = np.ones(len(x), dtype=bool)
-    keep[1:] = x[1:] != x[:-1]
-    return x[keep]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,124 +381,6 @@ def _table_aliases(by: _ByPhys, tables: list[tuple[int, int, int]]) -> list[Tabl
 
 # ---------------------------------------------------------------------------------------------
 # commands
-
-
-def _parse_pas(args: Sequence[str]) -> list[int]:
-    out = []
-    for text in args:
-        if text == "-":
-            for lineno, line in enumerate(sys.stdin, 1):
-                t = line.split("#", 1)[0].strip()
-                if t:
-                    out.append(_parse_pa(t, f"<stdin> line {lineno}: "))
-        else:
-            out.append(_parse_pa(text, ""))
-    return out
-
-
-def _parse_pa(text: str, where: str) -> int:
-    try:
-        n = parse_number(text)
-    except ValueError as e:
-        raise UserError(f"{where}PA {text!r}: {e}") from None
-    if not 0 <= n < TOP:
-        raise UserError(f"{where}PA {text!r} is not a 64-bit address")
-    return n
-
-
-@click.command("reverse")
-@click.argument("domain")
-@click.argument("pas", nargs=-1)
-@click.option("--range", "range_", metavar="R",
-              help="A physical range (START:END or START+LENGTH): every IOVA run whose output lies in it.")
-@click.option("--iova-range", metavar="R", help="Only IOVAs in R (default: the whole input address space).")
-@click.option("--holes", is_flag=True, help="With --range: also list the physical gaps no IOVA maps.")
-@json_option
-def reverse_cmd(domain: str, pas: tuple[str, ...], range_: str | None, iova_range: str | None, holes: bool,
-                as_json: bool) -> None:
-    """Every IOVA that maps each physical address PA (`-` reads PAs from stdin), with the page
-    size and prot of the backing PTE; or, with --range, the IOVA runs mapping a physical range.
-
-    One walk answers any number of PAs. No page table bounds its leaves' outputs, so every leaf
-    table is read (each filtered with one numpy mask). Exit status 1 when some PA (or some byte of
-    --range) is mapped by no IOVA.
-    """
-    from .output import emit_json, say, table
-
-    if not pas and range_ is None:
-        raise UserError("reverse needs physical addresses or --range")
-    if holes and range_ is None:
-        raise UserError("--holes goes with --range")
-    dom = load(domain)
-    values = _parse_pas(pas)
-    start, end = parse_range(iova_range, dom)
-    missed = False
-    if values:
-        hits = reverse_pas(dom, values, start, end)
-        rows: list[list[Any]] = []
-        for pa in values:
-            found = hits.get(pa, [])
-            if not found:
-                missed = True
-                if as_json:
-                    emit_json({"pa": f"{pa:#x}", "mapped": False})
-                else:
-                    rows.append([f"{pa:#x}", "unmapped", "", "", "", "", "", ""])
-            for h in sorted(found, key=lambda h: h.iova):
-                if as_json:
-                    emit_json({"pa": f"{pa:#x}", "mapped": True, "iova": f"{h.iova:#x}",
-                               "leaf_iova": f"{h.leaf_iova:#x}", "leaf_end": f"{h.leaf_end:#x}",
-                               "phys": f"{h.phys:#x}", "pgsize": h.pgsize, "prot": prot_str(h.prot),
-                               "level": h.level})
-                else:
-                    rows.append([f"{pa:#x}", f"{h.iova:#x}", f"{h.leaf_iova:#x}", f"{h.leaf_end:#x}",
-                                 f"{h.phys:#x}", fmt_size(h.pgsize), h.level, prot_str(h.prot)])
-        if not as_json:
-            table(f"{dom.name}: physical -> IOVA", ["pa", "iova", "leaf iova", "leaf end", "leaf phys", "pgsize",
-                                                    "level", "prot"], rows, justify_right=("pgsize",))
-    if range_ is not None:
-        plo, phi = parse_phys_range(range_, "--range")
-        rr = ReverseRange(dom, plo, phi, start, end)
-        rng = {"phys": f"{plo:#x}", "end": f"{phi:#x}"}
-        rng_text = f'{{"phys": "{plo:#x}", "end": "{phi:#x}"}}'
-        prot_text: dict[int, str] = {}
-        rrows: list[list[Any]] = []
-        lines: list[str] = []
-        nruns = 0
-        for r in rr.runs():
-            nruns += 1
-            if as_json:  # one f-string per run: a 1 GiB window of 4K pages is 256 K lines
-                pt = prot_text.get(r.prot) or prot_text.setdefault(r.prot, prot_str(r.prot))
-                lines.append(f'{{"range": {rng_text}, "iova": "{r.iova:#x}", "end": "{r.end:#x}", '
-                             f'"phys": "{r.phys:#x}", "pgsize": {r.pgsize}, "count": {r.count}, "prot": "{pt}", '
-                             f'"level": {r.level}}}\n')
-                if len(lines) >= 4096:
-                    sys.stdout.write("".join(lines))
-                    lines.clear()
-            else:
-                rrows.append([f"{r.iova:#x}", f"{r.end:#x}", f"{r.phys:#x}", f"{r.phys_end:#x}",
-                              fmt_size(r.pgsize), r.count, r.level, prot_str(r.prot)])
-        sys.stdout.write("".join(lines))
-        if holes:
-            for h0, h1 in rr.holes:
-                if as_json:
-                    emit_json({"range": rng, "phys": f"{h0:#x}", "end": f"{h1:#x}", "hole": True})
-                else:
-                    rrows.append(["", "", f"{h0:#x}", f"{h1:#x}", "hole", "", "", ""])
-        unmapped = (phi - plo) - rr.mapped
-        missed |= unmapped > 0
-        if as_json:
-            emit_json({"summary": {"range": rng, "mapped": rr.mapped, "unmapped": unmapped, "aliased": rr.aliased,
-                                   "runs": nruns, "holes": len(rr.holes)}})
-        else:
-            table(f"{dom.name}: IOVAs mapping [{plo:#x}, {phi:#x})",
-                  ["iova", "end", "phys", "phys end", "pgsize", "count", "level", "prot"], rrows,
-                  justify_right=("pgsize", "count"))
-            say(f"physical [{plo:#x}, {phi:#x}): {fmt_size(rr.mapped)} mapped in {nruns} IOVA runs, "
-                            f"{fmt_size(unmapped)} unmapped in {len(rr.holes)} holes, "
-                            f"{fmt_size(rr.aliased)} reached by more than one IOVA")
-    if missed:
-        sys.exit(1)
 
 
 def print_aliases(dom: Domain, start: int, end: int, as_json: bool,

@@ -27,7 +27,7 @@ LAZY_COMMANDS = {  # every command lives in its own module, imported only when i
     "unmap-sim": "iommuctl.sim.command:unmap_sim",
     "check": "iommuctl.check:check_cmd",
     "diff": "iommuctl.diff:diff_cmd",
-    "reverse": "iommuctl.analysis:reverse_cmd",
+    "reverse": "iommuctl.reverse:reverse_cmd",
 }
 CORE_ORDER = ["translate", "walk", "explain", "build", "unmap-sim", "check", "diff", "reverse", "formats",
               "examples"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from formats.base import prot_str
 
-from .analysis import TOP, U64, Segs, _halves, _leaves, _sorted_unique
+from .analysis import TOP, U64, Segs, _halves, _leaves
 from .cli import json_option, load
 from .domain import Domain
 from .numbers import fmt_size
@@ -510,3 +510,13 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
             f"range [{start:#x}, {end:#x})")
     if st.differ:
         sys.exit(1)
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (recent numpy's hash-based unique is far slower on uint64)."""
+    x = np.sort(x)
+    if len(x) < 2:
+        return x
+    keep = np.ones(len(x), dtype=bool)
+    keep[1:] = x[1:] != x[:-1]
+    return x[keep]
+
+

@@ -85,9 +85,8 @@ def json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
 
 
 def _json_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> bytes:
-    from formats.base import prot_str
 
-    from .bulk import Rows, pow2_codes, small_codes
+    from .bulk import Rows
 
     rows = Rows(len(rb))
     prev = _reach(ends, pos)
@@ -98,23 +97,44 @@ def _json_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> b
         rows.text('", "end": "0x', gap)
         rows.hex(rb.iova, gap)
         rows.text('", "hole": true}\n', gap)
-    rows.text('{"iova": "0x')
-    rows.hex(rb.iova)
+    put_run_json(rows, "{", rb.iova, ends, rb.phys, rb.pgsize, rb.count, rb.prot, rb.level)
+    return rows.tobytes()
+
+
+def put_run_json(rows: Any, prefix: str, iova: np.ndarray, end: np.ndarray, phys: np.ndarray, pgsize: np.ndarray,
+                 count: np.ndarray, prot: np.ndarray, level: np.ndarray) -> None:
+    """A run's JSON object (walk's shape, also reverse --range's after its "range" key), each row
+    starting with `prefix`."""
+    from formats.base import prot_str
+
+    from .bulk import pow2_codes, small_codes
+
+    rows.text(prefix + '"iova": "0x')
+    rows.hex(iova)
     rows.text('", "end": "0x')
-    rows.hex(ends)
+    rows.hex(end)
     rows.text('", "phys": "0x')
-    rows.hex(rb.phys)
+    rows.hex(phys)
     rows.text('", "pgsize": ')
-    rows.words(*pow2_codes(rb.pgsize))
+    rows.words(*pow2_codes(pgsize))
     rows.text(', "count": ')
-    rows.decimal(rb.count.astype(np.uint64))
+    rows.decimal(count.astype(np.uint64))
     rows.text(', "prot": "')
-    codes, words = small_codes(rb.prot)
+    codes, words = small_codes(prot)
     rows.words(codes, [prot_str(int(w)) for w in words])
     rows.text('", "level": ')
-    rows.words(*small_codes(rb.level))
+    rows.words(*small_codes(level))
     rows.text("}\n")
-    return rows.tobytes()
+
+
+def put_level_prot(rows: Any, level: np.ndarray, prot: np.ndarray, width: int) -> None:
+    """The plain table's last two cells, level and prot, as one word: the line ends in prot, so
+    plain_table's strip of trailing spaces changes nothing."""
+    from formats.base import prot_str
+
+    keys, inv = np.unique((level << 32) | prot, return_inverse=True)
+    rows.words(inv.reshape(-1), [(str(k >> 32).ljust(width) + "  " + prot_str(k & 0xFFFFFFFF)).rstrip()
+                                 for k in keys.tolist()])
 
 
 def _python_json(rb: RunBatch, pos: list[int], holes: bool) -> bytes:
@@ -211,7 +231,6 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
 
 
 def _text_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool, widths: list[int]) -> bytes:
-    from formats.base import prot_str
 
     from .bulk import Rows, pow2_codes
     from .numbers import fmt_size
@@ -236,9 +255,6 @@ def _text_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool, widt
     rows.text("  ")
     rows.decimal_cell(rb.count.astype(np.uint64), w_count)
     rows.text("  ")
-    # level and prot as one word: the line ends in prot, or in level's padding if prot were empty
-    keys, inv = np.unique((rb.level << 32) | rb.prot, return_inverse=True)
-    rows.words(inv.reshape(-1), [(str(k >> 32).ljust(w_level) + "  " + prot_str(k & 0xFFFFFFFF)).rstrip()
-                                 for k in keys.tolist()])
+    put_level_prot(rows, rb.level, rb.prot, w_level)
     rows.text("\n")
     return rows.tobytes()

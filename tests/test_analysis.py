@@ -19,14 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import iommuctl.analysis as analysis
 import iommuctl.diff as diff_mod
 from formats import FORMATS
-from iommuctl.analysis import PhysAlias, find_aliases, phys_summary, reverse_pas
+from iommuctl.analysis import PhysAlias, find_aliases, phys_summary
 from iommuctl.cli import main
 from iommuctl.diff import Change, DiffStats, Side, diff_domains
 from iommuctl.domain import Domain, load_domain_text
 from iommuctl.errors import UserError
+from iommuctl.reverse import ReverseRange, reverse_pas
 
 K4, M1, M2 = 0x1000, 0x100000, 0x200000
 R, RW = 1, 3  # IOMMU_READ, IOMMU_READ | IOMMU_WRITE
@@ -547,7 +547,7 @@ def test_junk_tables_give_answers_or_user_errors(edits: list[tuple[int, int, int
     for table, index, value in edits:
         d.mem.write_uint(0x4000_0000 + table * K4 + index * 8, 8, value)
     for call in (lambda: find_aliases(d), lambda: reverse_pas(d, [0x8000_0000, 0x4000_0000]),
-                 lambda: list(analysis.ReverseRange(d, 0x4000_0000, 0x9000_0000, 0, 1 << 48).runs()),
+                 lambda: list(ReverseRange(d, 0x4000_0000, 0x9000_0000, 0, 1 << 48).runs()),
                  lambda: phys_summary(d, 0, 1 << 48, 0, 1 << 40), lambda: list(diff_domains(base, d, 0, 1 << 48)),
                  lambda: list(diff_domains(d, base, 0, 1 << 48))):
         try:
