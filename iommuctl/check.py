@@ -59,6 +59,18 @@ class Finding:
                 "raw": None if self.raw is None else f"{self.raw:#x}", "table": f"{self.table:#x}",
                 "iova": None if self.iova is None else f"{self.iova:#x}", "message": self.message}
 
+    def json_line(self) -> str:
+        """as_json as one line of text, without an encoder call (millions of findings are normal
+        for an image read with the wrong format)."""
+        from json.encoder import encode_basestring_ascii
+
+        index = "null" if self.index is None else self.index
+        raw = "null" if self.raw is None else f'"{self.raw:#x}"'
+        iova = "null" if self.iova is None else f'"{self.iova:#x}"'
+        return (f'{{"rule": "{self.rule}", "address": "{self.address:#x}", "level": {self.level}, "index": {index}, '
+                f'"raw": {raw}, "table": "{self.table:#x}", "iova": {iova}, '
+                f'"message": {encode_basestring_ascii(self.message)}}}\n')
+
 
 @dataclass
 class Stats:
@@ -349,17 +361,23 @@ def check_cmd(domain: str, range_: str | None, limit: int | None, as_json: bool)
     if dom.fmt.has_tables:
         checker = Checker(dom.walker, start, end, whole=range_ is None)
         stats = checker.stats
+        lines: list[str] = []
+        seen = 0
         for f in checker.findings():
             counts[f.rule] += 1
-            shown = limit < 0 or sum(counts.values()) <= limit
-            if not shown:
+            seen += 1
+            if 0 <= limit < seen:
                 continue
             if as_json:
-                emit_json(f.as_json())
+                lines.append(f.json_line())
+                if len(lines) >= 4096:
+                    sys.stdout.write("".join(lines))
+                    lines.clear()
             else:
                 rows.append([f.rule, f"{f.address:#x}", f.level, "-" if f.index is None else f.index,
                              "-" if f.raw is None else f"{f.raw:#x}", "-" if f.iova is None else f"{f.iova:#x}",
                              f.message])
+        sys.stdout.write("".join(lines))
     total = sum(counts.values())
     if as_json:
         emit_json({"summary": {"findings": total, "rules": dict(sorted(counts.items())), "tables": stats.tables,

@@ -24,7 +24,8 @@ def plain_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def emit_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
+    # json.dumps's default separators are ", " and ": "; naming them would build an encoder per call
+    sys.stdout.write(json.dumps(obj) + "\n")
 
 
 def console(stderr: bool = False) -> Any:

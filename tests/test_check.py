@@ -630,3 +630,16 @@ def test_reserved_bits_vec_matches_scalar(fid: str) -> None:
         want = [fmt.reserved_bits(int(r), lvl, int(k)) for r, k in zip(raw.tolist(), kinds.tolist())]
         bad = [(hex(int(raw[i])), hex(int(got[i])), hex(w)) for i, w in enumerate(want) if int(got[i]) != w]
         assert not bad, (fid, lvl.num, bad[:5])
+
+
+@pytest.mark.parametrize("finding", [
+    Finding("reserved-bits", 0x4000_1008, 3, 1, 0x80_0000_0000_0743, 0x4000_1000, 0x20_1000,
+            "page entry has reserved bits 0x800000000000 set"),
+    Finding("outside-memory", 0x4000_0000, 0, None, None, 0x4000_0000, None, 'root "table" \\ at 0x4000_0000'),
+    Finding("ias", 0x4000_0ff8, 1, 511, 0x3, 0x4000_0000, 0xFFFF_FFFF_C000_0000, "entry beyond ias\u00e9"),
+])
+def test_json_line_is_json_dumps_of_as_json(finding: Finding) -> None:
+    # check --json writes Finding.json_line (no encoder call per finding): the same text
+    import json
+
+    assert finding.json_line() == json.dumps(finding.as_json()) + "\n"
