@@ -209,7 +209,11 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
     from .translate import write_overlapped
 
     lay = _layout(view, start, end, coalesce, holes)
+    # a PhysWindow counts its straddlers' excess bytes on every walk: keep the first pass's count
+    excess = getattr(view, "excess", None)
     if lay.wraps or (styled() and lay.rows <= PLAIN_ROWS):
+        if excess is not None:
+            view.excess = 0  # the caller walks again
         return None
     widths = lay.widths()
     head = "  ".join([c.rjust(w) if c in ("pgsize", "count") else c.ljust(w) for c, w in zip(COLUMNS, widths)]
@@ -227,6 +231,8 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
             yield f"{f'{pos[0]:#x}'.ljust(widths[0])}  {f'{end:#x}'.ljust(widths[1])}  hole\n".encode()
 
     write_overlapped(chunks())
+    if excess is not None:
+        view.excess = excess
     return lay.total
 
 

@@ -166,3 +166,17 @@ def test_terminal_gets_rich_for_a_small_table_plain_for_a_large_one(monkeypatch:
     res = CliRunner().invoke(cli, ["walk", "example:vm-guest", "--range", "0:0x500004000"])
     assert res.exit_code == 0 and "┃" not in res.output
     assert res.output.splitlines()[1].split() == ["0x0", "0x80000000", "0x1000200000", "2M", "1024", "2", "rw,cache"]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_phys_range_cutting_a_block_counts_once(monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    # The window starts 4K into vm-guest's 2M block at phys 0x1000200000: walk counts only the
+    # block's bytes inside the window (64M in all), however many passes the table takes.
+    import iommuctl.output as output
+
+    monkeypatch.setattr(output, "styled", lambda: terminal)
+    args = ["walk", "example:vm-guest", "--phys-range", "0x1000201000+64M"]
+    lines = [CliRunner().invoke(cli, args + opt).output.splitlines()[-1] for opt in ([], ["--leaves"], ["--summary"])]
+    assert all(line.startswith("mapped 0x4000000 bytes (64M) in ") for line in lines), lines
+    summary = json.loads(CliRunner().invoke(cli, args + ["--json"]).output.splitlines()[-1])["summary"]
+    assert summary["mapped"] == 1 << 26
