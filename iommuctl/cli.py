@@ -85,6 +85,8 @@ def check_iova(domain: Any, iova: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own errors and ours become one `iommuctl: error:` line, status 2."""
+    if "_IOMMUCTL_COMPLETE" in os.environ:  # click's shell completion (see the README) lives in cli.main
+        cli.main(args=argv, prog_name="iommuctl")
     try:
         # The context by hand, not cli.main: click's main turns EPIPE into exit 1 and Ctrl-C into
         # Abort; a reader closing the pipe early (`| head`) is a success here, Ctrl-C is 130.

@@ -300,3 +300,9 @@ def test_ctrl_c_is_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> N
 def test_bare_command_prints_the_usage() -> None:
     rc, _, err = run([])
     assert rc == 2 and "Usage: iommuctl" in err and "Commands:" in err
+
+
+def test_shell_completion_is_click_s() -> None:
+    env = {**os.environ, "_IOMMUCTL_COMPLETE": "bash_complete", "COMP_WORDS": "iommuctl wal", "COMP_CWORD": "1"}
+    p = subprocess.run([sys.executable, "-m", "iommuctl"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.split() == ["plain,walk"], (p.stdout, p.stderr)
