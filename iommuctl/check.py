@@ -72,6 +72,14 @@ class Finding:
                 f'"message": {encode_basestring_ascii(self.message)}}}\n')
 
 
+@dataclass(frozen=True)
+class Count:
+    """`n` more findings of `rule`, counted but not made (past the number to show)."""
+
+    rule: str
+    n: int
+
+
 @dataclass
 class Stats:
     tables: int = 0
@@ -81,16 +89,36 @@ class Stats:
 class Checker:
     """Runs every rule over [start, end) of a walker's tables; `findings()` streams them."""
 
-    def __init__(self, walker: Walker, start: int, end: int, whole: bool = True) -> None:
+    def __init__(self, walker: Walker, start: int, end: int, whole: bool = True, show: int | None = None) -> None:
         self.w = walker
         self.fmt: PageTable = walker.fmt
         self.start, self.end = start, end
         self.whole = whole  # no --range: also judge top-level entries outside every window
         self.stats = Stats()
         self._roots_done: set[int] = set()
+        # Findings still to make as objects; past it the bulk rules yield Counts (an image read
+        # with the wrong format has a finding per entry: counting them is array work)
+        self.show = show
+
+    def _take(self, n: int) -> int:
+        """How many of n findings to make (the rest are counted)."""
+        if self.show is None:
+            return n
+        m = min(n, self.show)
+        self.show -= m
+        return m
+
+    def _some(self, v: TableVisit, rule: str, ks: np.ndarray, raw: np.ndarray, idx: np.ndarray,
+              message: Any) -> Iterator[Finding | Count]:
+        """Findings of `rule` at positions ks of (raw, idx), message(k) each, up to the budget."""
+        m = self._take(len(ks))
+        for k in ks[:m].tolist():
+            yield self._at(v, rule, int(idx[k]), int(raw[k]), message(k))
+        if len(ks) > m:
+            yield Count(rule, len(ks) - m)
 
     # -- driver ----------------------------------------------------------------------------------
-    def findings(self) -> Iterator[Finding]:
+    def findings(self) -> Iterator[Finding | Count]:
         fmt = self.fmt
         events = self.w.visit_tables(self.start, self.end)
         while True:
@@ -137,7 +165,7 @@ class Checker:
         return Finding(rule, entry, plvl.num, idx, raw, ptable, iova, msg)
 
     # -- one table ---------------------------------------------------------------------------------
-    def _table(self, v: TableVisit) -> Iterator[Finding]:
+    def _table(self, v: TableVisit) -> Iterator[Finding | Count]:
         fmt = self.fmt
         lvl = v.level
         self.stats.tables += 1
@@ -157,9 +185,8 @@ class Checker:
         t = kinds == TABLE
         if t.any():
             if last:
-                for k in np.flatnonzero(t).tolist():
-                    yield self._at(v, "last-level-table", int(idx[k]), int(raw[k]),
-                                   "a table descriptor at the last level, which holds leaves only")
+                yield from self._some(v, "last-level-table", np.flatnonzero(t), raw, idx,
+                                      lambda k: "a table descriptor at the last level, which holds leaves only")
             else:
                 yield from self._tables(v, raw[t], idx[t])
         leaf = kinds == LEAF
@@ -170,21 +197,21 @@ class Checker:
         return Finding(rule, v.table + index * self.fmt.entry_size, v.level.num, index, raw, v.table,
                        (v.base + (index << v.level.shift)) & U64, message)
 
-    def _reserved(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray, kinds: np.ndarray) -> Iterator[Finding]:
+    def _reserved(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray,
+                  kinds: np.ndarray) -> Iterator[Finding | Count]:
         fmt = self.fmt
         lvl = v.level
         hook = getattr(fmt, "reserved_bits_vec", None)
         if hook is not None:
-            bits = [int(b) for b in np.asarray(hook(raw, lvl, kinds)).tolist()]
+            bits = np.asarray(hook(raw, lvl, kinds)).astype(np.uint64)
         else:
-            bits = [fmt.reserved_bits(r, lvl, k) for r, k in zip(raw.tolist(), kinds.tolist())]
-        for k, b in enumerate(bits):
-            if b:
-                kind = fmt.kind_name(int(raw[k]), lvl, int(kinds[k]))
-                yield self._at(v, "reserved-bits", int(idx[k]), int(raw[k]),
-                               f"{kind} entry has reserved bits {b:#x} set")
+            bits = np.array([fmt.reserved_bits(r, lvl, k) for r, k in zip(raw.tolist(), kinds.tolist())],
+                            dtype=np.uint64)
+        yield from self._some(v, "reserved-bits", np.flatnonzero(bits), raw, idx,
+                              lambda k: f"{fmt.kind_name(int(raw[k]), lvl, int(kinds[k]))} entry has reserved "
+                                        f"bits {int(bits[k]):#x} set")
 
-    def _tables(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding]:
+    def _tables(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | Count]:
         fmt = self.fmt
         lvl = v.level
         child = fmt.levels[v.level_index + 1]
@@ -198,31 +225,30 @@ class Checker:
             if nt >> fmt.oas:
                 yield self._at(v, "oas", i, r, f"table address {nt:#x} is beyond oas ({fmt.oas} bits)")
 
-    def _leaves(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding]:
+    def _leaves(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | Count]:
         fmt = self.fmt
         lvl = v.level
         size = np.asarray(fmt.leaf_size_vec(raw, lvl)).astype(np.uint64)
         phys = np.asarray(fmt.leaf_phys_vec(raw, lvl)).astype(np.uint64)
         bad = bad_leaf_sizes(size, lvl)
         if bad is not None:
-            for k in np.flatnonzero(bad).tolist():
-                yield self._at(v, "leaf-size", int(idx[k]), int(raw[k]),
-                               f"decodes to a leaf of {int(size[k]):#x} bytes: not a power of two within the "
-                               f"level {lvl.num} table ({lvl.span:#x} bytes)")
+            yield from self._some(v, "leaf-size", np.flatnonzero(bad), raw, idx,
+                                  lambda k: f"decodes to a leaf of {int(size[k]):#x} bytes: not a power of two "
+                                            f"within the level {lvl.num} table ({lvl.span:#x} bytes)")
             ok = ~bad
             raw, idx, size, phys = raw[ok], idx[ok], size[ok], phys[ok]
             if not len(raw):
                 return
         mis = (phys & (size - np.uint64(1))) != 0
-        for k in np.flatnonzero(mis).tolist():
-            yield self._at(v, "misaligned-leaf", int(idx[k]), int(raw[k]),
-                           f"output address {int(phys[k]):#x} is not aligned to the leaf size {int(size[k]):#x}")
+        yield from self._some(v, "misaligned-leaf", np.flatnonzero(mis), raw, idx,
+                              lambda k: f"output address {int(phys[k]):#x} is not aligned to the leaf size "
+                                        f"{int(size[k]):#x}")
         if fmt.oas < 64:
             last = phys + (size - np.uint64(1))
             over = ((last >> np.uint64(fmt.oas)) != 0) | (last < phys)
-            for k in np.flatnonzero(over).tolist():
-                yield self._at(v, "oas", int(idx[k]), int(raw[k]),
-                               f"output {int(phys[k]):#x}+{int(size[k]):#x} is beyond oas ({fmt.oas} bits)")
+            yield from self._some(v, "oas", np.flatnonzero(over), raw, idx,
+                                  lambda k: f"output {int(phys[k]):#x}+{int(size[k]):#x} is beyond oas "
+                                            f"({fmt.oas} bits)")
         span = (size >> np.uint64(lvl.shift)).astype(np.int64)
         if (span > 1).any():
             yield from self._replicas(v, raw, idx, span)
@@ -333,7 +359,7 @@ def check_domain(domain: Any, start: int | None = None, end: int | None = None) 
     if not domain.fmt.has_tables:
         return [], Stats()
     c = Checker(domain.walker, lo if start is None else start, hi if end is None else end, whole)
-    return list(c.findings()), c.stats
+    return [f for f in c.findings() if isinstance(f, Finding)], c.stats
 
 
 @click.command("check")
@@ -359,11 +385,14 @@ def check_cmd(domain: str, range_: str | None, limit: int | None, as_json: bool)
     rows: list[list[Any]] = []
     stats = Stats()
     if dom.fmt.has_tables:
-        checker = Checker(dom.walker, start, end, whole=range_ is None)
+        checker = Checker(dom.walker, start, end, whole=range_ is None, show=None if limit < 0 else limit)
         stats = checker.stats
         lines: list[str] = []
         seen = 0
         for f in checker.findings():
+            if isinstance(f, Count):
+                counts[f.rule] += f.n
+                continue
             counts[f.rule] += 1
             seen += 1
             if 0 <= limit < seen:
@@ -403,4 +432,4 @@ def check_cmd(domain: str, range_: str | None, limit: int | None, as_json: bool)
         sys.exit(1)
 
 
-__all__ = ["Checker", "Finding", "RULES", "check_domain", "check_cmd"]
+__all__ = ["Checker", "Count", "Finding", "RULES", "check_domain", "check_cmd"]
