@@ -242,37 +242,121 @@ def find_aliases(dom: Domain, start: int | None = None, end: int | None = None,
                  phys_window: tuple[int, int] | None = None) -> tuple[list[PhysAlias], list[TableAlias]]:
     """Aliases among the leaves of [start, end) (optionally only those whose output overlaps
     `phys_window`): physical ranges mapped at more than one IOVA, and table pages (every table
-    the range walk enters) that some leaf maps. Two passes of the shared walker: its leaves
-    (batched across leaf tables) and its table visits."""
+    the range walk enters) that some leaf maps.
+
+    Memory stays at two words per run (its output interval) whatever the domain holds: a first
+    leaf pass keeps only those; from them come the physical ranges reached twice, and whether
+    any run reaches a table; only then, if so, a second pass gathers IOVA, page size and prot
+    of just the runs that reach those ranges."""
     lo, hi = _space(dom, start, end)
-    cols: dict[str, list[np.ndarray]] = {"s": [], "ln": [], "p": [], "pg": [], "pr": []}
-    for sg in _leaves(dom, lo, hi, bar=True):
+    ps: list[np.ndarray] = []
+    es: list[np.ndarray] = []
+    for sg in _alias_runs(dom, lo, hi, phys_window, bar=True):
+        ps.append(sg.p)
+        es.append(sg.p + sg.ln)
+    if not ps:
+        return [], []
+    p = np.concatenate(ps)
+    del ps
+    e = np.concatenate(es)
+    del es
+    tables = _tables(dom, lo, hi)
+    t_lo = np.array([t[0] for t in tables], dtype=np.uint64)
+    t_hi = t_lo + np.array([t[1] for t in tables], dtype=np.uint64)
+    reach_tables = _any_overlap(p, e, t_lo, np.maximum.accumulate(t_hi)) if tables else False
+    # Some byte is reached twice iff the j-th smallest start lies below the (j-1)-th smallest end:
+    # two plain sorts (in place: the pairs are not needed together any more) settle the usual
+    # no-alias case without an argsort.
+    p.sort()
+    e.sort()
+    twice = bool((p[1:] < e[:-1]).any())
+    a_lo, a_hi = _twice_ranges(p, e) if twice else (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+    del p, e
+    if not twice and not reach_tables:
+        return [], []
+    # the second pass: the columns of the runs that reach a range reached twice, or a table
+    r_lo, r_hi = _disjoint(np.concatenate((a_lo, t_lo if reach_tables else t_lo[:0])),
+                           np.concatenate((a_hi, t_hi if reach_tables else t_hi[:0])))
+    cols: dict[str, list[np.ndarray]] = {"s": [], "p": [], "e": [], "pg": [], "pr": []}
+    for sg in _alias_runs(dom, lo, hi, phys_window):
+        keep = _overlaps(sg.p, sg.p + sg.ln, r_lo, r_hi)
+        if keep.any():
+            for k, col in (("s", sg.s), ("p", sg.p), ("e", sg.p + sg.ln), ("pg", sg.pg), ("pr", sg.pr)):
+                cols[k].append(col[keep])
+    if not cols["s"]:
+        return [], []
+    s_, p_, e_, pg, pr = (np.concatenate(cols[k]) for k in ("s", "p", "e", "pg", "pr"))
+    tabs = _table_aliases(_ByPhys(p_, e_, None, s_, pg, pr), tables) if reach_tables else []
+    if not twice:
+        return [], tabs
+    order = np.argsort(p_)
+    return _phys_aliases(_ByPhys(p_[order], e_[order], order, s_, pg, pr)), tabs
+
+
+def _alias_runs(dom: Domain, lo: int, hi: int, phys_window: tuple[int, int] | None,
+                bar: bool = False) -> Iterator[Segs]:
+    """The leaves of [lo, hi) merged into runs (the usual contiguous buffer costs one interval,
+    not one per page), optionally only those reaching `phys_window`. Both passes of
+    find_aliases see the same runs."""
+    for sg in _leaves(dom, lo, hi, bar=bar):
         if phys_window is not None:
             sg = sg[_phys_overlap(sg.p, sg.ln, *phys_window)]
             if not len(sg):
                 continue
-        # merge runs first: the usual contiguous buffer costs one interval, not one per page
         brk = np.concatenate(([0], _breaks(sg.s, sg.ln, sg.p, sg.pg, sg.pr)))
         if len(brk) < len(sg):
             ends = np.concatenate((brk[1:], [len(sg)])) - 1
             sg = Segs(sg.s[brk], (sg.s[ends] - sg.s[brk]) + sg.ln[ends], sg.p[brk], sg.pg[brk], sg.pr[brk],
                       sg.lv[brk])
-        for k in cols:
-            cols[k].append(getattr(sg, k))
-    if not cols["s"]:
-        return [], []
-    s, ln, p, pg, pr = (np.concatenate(cols[k]) for k in ("s", "ln", "p", "pg", "pr"))
-    del cols
-    e = p + ln
-    tables = _table_aliases(_ByPhys(p, e, None, s, pg, pr), _tables(dom, lo, hi))  # any order will do
-    # Some byte is reached twice iff the j-th smallest start lies below the (j-1)-th smallest end:
-    # two plain sorts settle the usual no-alias case without an argsort.
-    ps, es = np.sort(p), np.sort(e)
-    if not (ps[1:] < es[:-1]).any():
-        return [], tables
-    del ps, es
-    order = np.argsort(p)
-    return _phys_aliases(_ByPhys(p[order], e[order], order, s, pg, pr)), tables
+        yield sg
+
+
+def _any_overlap(p: np.ndarray, e: np.ndarray, t_lo: np.ndarray, t_reach: np.ndarray) -> bool:
+    """Whether some interval [p, e) overlaps some table [t_lo, t_hi) (t_lo sorted, t_reach the
+    running maximum of the ends), in slices so the index arrays stay small."""
+    for k in range(0, len(p), 1 << 20):
+        first = np.searchsorted(t_reach, p[k:k + (1 << 20)], "right")
+        last = np.searchsorted(t_lo, e[k:k + (1 << 20)], "left")
+        if (last > first).any():
+            return True
+    return False
+
+
+def _twice_ranges(p: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The maximal physical ranges [lo, hi) that two or more intervals reach, from their starts
+    p and ends e (in any order, not paired: a sweep over the sorted events)."""
+    pos = np.concatenate((p, e))
+    delta = np.concatenate((np.ones(len(p), dtype=np.int64), -np.ones(len(e), dtype=np.int64)))
+    order = np.argsort(pos, kind="stable")
+    pos, delta = pos[order], delta[order]
+    del order
+    last = np.ones(len(pos), dtype=bool)  # the depth after all events at one position
+    last[:-1] = pos[1:] != pos[:-1]
+    depth = np.cumsum(delta)[last]
+    upos = pos[last]
+    deep = depth[:-1] >= 2  # [upos[k], upos[k+1]) is reached at least twice
+    edge = np.diff(np.concatenate(([0], deep.astype(np.int8), [0])))
+    return upos[np.flatnonzero(edge == 1)], upos[np.flatnonzero(edge == -1)]
+
+
+def _disjoint(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranges merged into sorted, disjoint ones."""
+    if not len(lo):
+        return lo, hi
+    order = np.argsort(lo)
+    lo, hi = lo[order], hi[order]
+    reach = np.maximum.accumulate(hi)
+    new = np.ones(len(lo), dtype=bool)
+    new[1:] = lo[1:] > reach[:-1]
+    firsts = np.flatnonzero(new)
+    return lo[firsts], reach[np.append(firsts[1:], len(lo)) - 1]
+
+
+def _overlaps(p: np.ndarray, e: np.ndarray, r_lo: np.ndarray, r_hi: np.ndarray) -> np.ndarray:
+    """Which intervals [p, e) overlap one of the sorted disjoint ranges [r_lo, r_hi)."""
+    k = np.searchsorted(r_lo, e, "left") - 1  # the last range starting below e
+    kc = np.maximum(k, 0)
+    return (k >= 0) & (r_hi[kc] > p)  # type: ignore[no-any-return]
 
 
 @dataclass
