@@ -20,7 +20,7 @@ import numpy as np
 
 from formats.base import prot_str
 
-from .analysis import TOP, U64, _breaks, _phys_overlap, _space, parse_phys_range, segs_of
+from .analysis import TOP, U64, _breaks, _phys_overlap, _space, _twice_ranges, parse_phys_range, segs_of
 from .cli import json_option, load
 from .domain import Domain
 from .errors import UserError
@@ -191,8 +191,8 @@ class ReverseRange:
             rb = PhysRunBatch(s[starts], s[last] - s[starts] + ln[last], p[starts], sg.pg[starts],
                               np.diff(np.append(starts, len(s))).astype(np.int64), sg.pr[starts],
                               sg.lv[starts].astype(np.int64))
-            if cover:  # a run is PA-contiguous: its output is one interval (copied: a merge below edits rb)
-                self._cover.append((rb.phys.copy(), rb.length.copy()))
+            if cover:  # a run is PA-contiguous: its output is one interval (new arrays: a merge below edits rb)
+                self._cover.append((rb.phys.copy(), rb.phys + rb.length))
             if held is not None:
                 h = held.run(0)
                 if (h.end == int(rb.iova[0]) and h.phys_end == int(rb.phys[0]) and h.pgsize == int(rb.pgsize[0])
@@ -211,55 +211,40 @@ class ReverseRange:
             self._coverage()
 
     def _coverage(self) -> None:
-        """Union and double coverage of the runs' outputs (sorted once, at the end)."""
+        """Union and double coverage of the runs' outputs, from their starts and ends sorted
+        apart (in place; no pairing needed): two words per run."""
         plo, phi = self.plo, self.phi
         if not self._cover:
             self.hole_lo, self.hole_last = np.array([plo], dtype=np.uint64), np.array([phi - 1], dtype=np.uint64)
             return
         p = np.concatenate([c[0] for c in self._cover])
-        ln = np.concatenate([c[1] for c in self._cover])
+        e = np.concatenate([c[1] for c in self._cover])
         self._cover = []
-        order = np.argsort(p, kind="stable")
-        p, ln = p[order], ln[order]
-        del order
-        e = p + ln
-        reach = np.maximum.accumulate(e)
-        new = np.ones(len(p), dtype=bool)
-        new[1:] = p[1:] >= reach[:-1]  # starts a new connected cluster
-        firsts = np.flatnonzero(new)
-        lasts = np.append(firsts[1:], len(p)) - 1
-        c_lo, c_hi = p[firsts], reach[lasts]
-        self.mapped = int((c_hi - c_lo).sum(dtype=np.uint64))
-        # holes: before the first cluster, between clusters (not touching), after the last
-        gap = c_lo[1:] > c_hi[:-1]
-        lo = [np.array([plo], dtype=np.uint64)] if int(c_lo[0]) > plo else []
-        lo.append(c_hi[:-1][gap])
-        hi = [np.array([int(c_lo[0])], dtype=np.uint64)] if int(c_lo[0]) > plo else []
-        hi.append(c_lo[1:][gap])
+        total = int(e.sum(dtype=np.uint64) - p.sum(dtype=np.uint64))  # the runs' bytes, aliases counted twice
+        p.sort()
+        e.sort()
+        # An end x that no run covers, #(starts <= x) == #(ends <= x), opens a gap up to the next start.
+        ns = np.searchsorted(p, e, "right")
+        open_ = ns == np.searchsorted(e, e, "right")
+        inner = open_ & (ns < len(p))
+        g_lo = e[inner]
+        g_hi = p[ns[inner]]
+        keep = np.ones(len(g_lo), dtype=bool)
+        keep[1:] = g_lo[1:] != g_lo[:-1]  # ends shared by several runs: one gap
+        g_lo, g_hi = g_lo[keep], g_hi[keep]
+        first, top = int(p[0]), int(e[-1])
+        self.mapped = (top - first) - int((g_hi - g_lo).sum(dtype=np.uint64))
+        lo = ([np.array([plo], dtype=np.uint64)] if first > plo else []) + [g_lo]
+        hi = ([np.array([first], dtype=np.uint64)] if first > plo else []) + [g_hi]
+        if top < phi:
+            lo.append(np.array([top], dtype=np.uint64))
+            hi.append(np.array([phi % TOP], dtype=np.uint64))  # 2^64 as 0: minus one below wraps back
         self.hole_lo = np.concatenate(lo)
         self.hole_last = np.concatenate(hi) - np.uint64(1)
-        top = int(reach.max())
-        if top < phi:
-            self.hole_lo = np.append(self.hole_lo, np.uint64(top))
-            self.hole_last = np.append(self.hole_last, np.uint64(phi - 1))
         # bytes reached by two or more IOVAs: none when the runs add up to their union
-        if int(ln.sum(dtype=np.uint64)) != self.mapped:
-            self.aliased = _multi_covered(p, e)
-
-
-def _multi_covered(p: np.ndarray, e: np.ndarray) -> int:
-    """Bytes covered by at least two of the intervals [p, e) (a sweep over sorted events)."""
-    pos = np.concatenate((p, e))
-    delta = np.concatenate((np.ones(len(p), dtype=np.int64), -np.ones(len(e), dtype=np.int64)))
-    order = np.argsort(pos, kind="stable")
-    pos, delta = pos[order], delta[order]
-    # depth after all events at a position: the running sum at the last event of each position
-    last = np.ones(len(pos), dtype=bool)
-    last[:-1] = pos[1:] != pos[:-1]
-    depth = np.cumsum(delta)[last]
-    upos = pos[last]
-    widths = upos[1:] - upos[:-1]
-    return int(widths[depth[:-1] >= 2].sum(dtype=np.uint64))
+        if total != self.mapped:
+            a_lo, a_hi = _twice_ranges(p, e)
+            self.aliased = int((a_hi - a_lo).sum(dtype=np.uint64))
 
 
 def _parse_pas(args: Sequence[str]) -> list[int]:

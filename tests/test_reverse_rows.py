@@ -114,3 +114,13 @@ def test_random_windows(tmp_path: Path, capsys: pytest.CaptureFixture[str], ma: 
     path = write(tmp_path, _maps(ma))
     plo = 0x8000_0000 + first * K4
     check(capsys, path, plo, plo + pages * K4)
+
+
+def test_shared_and_touching_ends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # two runs with the same output (both ends shared), a third touching them: one gap-free
+    # stretch of 12K, 8K of it reached twice, holes either side
+    path = write(tmp_path, [(0x10_0000, 0x8000_0000, 0x2000, "rw"), (0x20_0000, 0x8000_0000, 0x2000, "r"),
+                            (0x30_0000, 0x8000_2000, 0x1000, "rw")])
+    check(capsys, path, 0x7FFF_F000, 0x8000_5000)
+    _, holes, mapped, aliased = oracle(path, 0x7FFF_F000, 0x8000_5000)
+    assert (holes, mapped, aliased) == ([(0x7FFF_F000, 0x8000_0000), (0x8000_3000, 0x8000_5000)], 0x3000, 0x2000)
