@@ -175,6 +175,8 @@ class PageTable:
     has_tables: ClassVar[bool] = True
     #: map writes a leaf over an existing table (freeing it) instead of refusing with -EEXIST
     leaf_replaces_table: ClassVar[bool] = False
+    #: map writes a leaf over a table only when no leaf lies below it (else -EADDRINUSE)
+    leaf_replaces_empty_table: ClassVar[bool] = False
     #: descriptor bits that decide leaf_prot (all but the address bits); lets the walker compute
     #: prot once for a batch of leaves whose attribute bits are all the same (the usual case)
     prot_key_mask: ClassVar[int | None] = None

@@ -240,8 +240,14 @@ class Builder:
             entry = table + k * fmt.entry_size
             kind = fmt.classify(self.walker.read_entry(entry), lvl)
             # io-pgtable (LPAE __arm_lpae_map, v7s __arm_v7s_map) frees a table found where a
-            # leaf goes and writes the leaf: whatever was mapped below it is gone.
-            if kind != INVALID and not (kind == TABLE and fmt.leaf_replaces_table):
+            # leaf goes and writes the leaf: whatever was mapped below it is gone. generic_pt
+            # does so only for a table with no leaf below.
+            if kind == TABLE and fmt.leaf_replaces_empty_table:
+                va = iova + (k - idx) * (1 << lvl.shift)
+                if any(len(b) for b in self.walker.leaves(va, va + (1 << lvl.shift))):
+                    raise ValueError(f"iova {va:#x}: a table with mappings below is where the {pgsize:#x} leaf "
+                                     f"goes (-EADDRINUSE)")
+            elif kind != INVALID and not (kind == TABLE and fmt.leaf_replaces_table):
                 raise ValueError(f"iova {iova:#x} is already mapped (-EEXIST)")
         for k in range(idx, idx + n):
             self.mem.write_uint(table + k * fmt.entry_size, fmt.entry_size, raws[k - idx], fmt.byteorder)

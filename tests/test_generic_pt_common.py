@@ -377,3 +377,24 @@ def test_examples(name: str) -> None:
     for m in dom.mappings:
         phys, size = dom.iova_to_phys_length(m.iova)
         assert phys == m.phys and size in sizes
+
+
+# --- a leaf where a table is (iommu_pt.h __map_range_leaf -> clear_contig) -----------------------
+
+def test_leaf_over_an_empty_table_replaces_it() -> None:
+    # increase_top links the old top at index 0 of the new one; a 2M leaf at IOVA 0 then lands on
+    # that (empty) table entry: clear_contig's __collect_tables finds no OA entry, frees the table
+    # and the leaf is installed. Likewise a table emptied by unmap. A table with a leaf below is
+    # -EADDRINUSE.
+    f = fmt("amdv1", levels=1)
+    b = Builder(f, Arena(PhysMem(), 0x10_0000_0000))
+    b.map(0, 0x8000_0000, 2 << 20, IOMMU_READ)
+    assert [(v, p, size, lvl) for v, p, size, lvl, *_ in b.walker.iter_leaves(0, 1 << 40)] == [
+        (0, 0x8000_0000, 2 << 20, 1)]  # the top grew to level 1; its entry 0 is the leaf now
+    b.map(0x40_0000, 0x9000_0000, 0x1000, IOMMU_READ)
+    assert b.walker.unmap_leaf(0x40_0000, 0x1000) == 0x1000  # generic_pt keeps the emptied table
+    b.map(0x40_0000, 0x9000_0000, 2 << 20, IOMMU_READ)
+    assert b.walker.translate(0x40_1234).size == 2 << 20
+    b.map(0x80_0000, 0xA000_0000, 0x1000, IOMMU_READ)
+    with pytest.raises(ValueError, match="EADDRINUSE"):
+        b.map(0x80_0000, 0xA000_0000, 2 << 20, IOMMU_READ)

@@ -73,6 +73,9 @@ class GenericPt(PageTable):
     max_va_lg2: ClassVar[int] = 57  # PT_MAX_VA_ADDRESS_LG2
     max_oa_lg2: ClassVar[int] = 52  # PT_MAX_OUTPUT_ADDRESS_LG2
     top_phys_mask: ClassVar[int] = genmask(51, 12)  # PT_TOP_PHYS_MASK
+    # __map_range_leaf -> clear_contig: a table where the leaf goes is freed if __collect_tables
+    # finds no OA entry below it (a table left empty by unmap, or the old top after increase_top)
+    leaf_replaces_empty_table: ClassVar[bool] = True
     # iommu_<fmt>.c PT_SUPPORTED_FEATURES (names) and the format-private names
     supported_features: ClassVar[tuple[str, ...]] = ()
     fmt_features: ClassVar[tuple[str, ...]] = ()
