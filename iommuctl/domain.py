@@ -457,9 +457,13 @@ class Loader:
                 prot = parse_prot(m.get("prot", "rw"))
             except ValueError as e:
                 raise self.err(f"{path}.prot", str(e)) from None
+            # the space first: a scattered mapping's page list is built next, and 64G of 4K pages
+            # is 16 M addresses to learn the mapping never fitted
+            if not any(lo <= iova and iova + size <= hi for lo, hi in fmt.windows):
+                raise self.err(path, f"iova range {iova:#x}+{size:#x} is outside the input address space")
             phys = m["phys"]
             if isinstance(phys, dict):
-                out.append(self.scatter(phys, iova, size, prot, f"{path}.phys"))
+                out.append(self.scatter(phys, iova, size, prot, f"{path}.phys", MAX_LEAVES - pages))
             else:
                 out.append(Mapping(iova, self.num(phys, f"{path}.phys"), size, prot))
             pages += leaf_count(fmt, out[-1])
@@ -467,7 +471,8 @@ class Loader:
                 raise self.err(path, f"the mappings need more than {MAX_LEAVES} leaf entries")
         return out
 
-    def scatter(self, spec: dict[str, Any], iova: int, size: int, prot: int, path: str) -> Mapping:
+    def scatter(self, spec: dict[str, Any], iova: int, size: int, prot: int, path: str,
+                room: int = MAX_LEAVES) -> Mapping:
         for k in spec:
             if k not in ("scatter", "seed", "base"):
                 raise self.err(f"{path}.{k}", "unknown key (scatter, seed, base)")
@@ -481,8 +486,9 @@ class Loader:
         if size % page:
             raise self.err(f"{path}.scatter", f"size {size:#x} is not a multiple of {page:#x}")
         n = size // page
-        if n > MAX_LEAVES:  # before the page array is built: 1T of 4K pages is 2 GiB of addresses
-            raise self.err(path, f"{n} scattered pages is more than {MAX_LEAVES} leaf entries")
+        if n > room:  # before the page array is built: 1T of 4K pages is 2 GiB of addresses
+            raise self.err(path, f"{n} scattered pages is more than the {room} leaf entries left of {MAX_LEAVES}"
+                           if room < MAX_LEAVES else f"{n} scattered pages is more than {MAX_LEAVES} leaf entries")
         if base + 2 * n * page > 1 << 64:
             raise self.err(f"{path}.base", "the scattered pages pass 2^64")
         pages = scatter_pages(n, seed, base, page)

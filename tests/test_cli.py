@@ -119,6 +119,23 @@ def test_bad_domains_are_one_line_exit_2(tmp_path: Path, doc: str, message: str)
     assert str(p) in err or "d.yaml" in err
 
 
+def test_scattered_mapping_outside_the_space_is_refused_before_its_pages(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # arm-v7s has a 32-bit input space: 64G of scattered pages cannot fit, and its 16 M page
+    # addresses must not be drawn to find that out
+    import iommuctl.domain as domain_mod
+
+    def never(*args: object) -> None:
+        raise AssertionError("scatter_pages was called")
+
+    monkeypatch.setattr(domain_mod, "scatter_pages", never)
+    p = tmp_path / "d.yaml"
+    p.write_text("format: arm-v7s\nmappings:\n  - {iova: 0x7fff_f000, phys: {scatter: 4K, base: 0x1_0000_0000}, "
+                 "size: 64G, prot: rw}\n")
+    rc, _, err = run(["walk", str(p)])
+    assert rc == 2 and "mappings[0]: iova range 0x7ffff000+0x1000000000 is outside the input address space" in err
+
+
 def test_binary_file_as_yaml(tmp_path: Path) -> None:
     p = tmp_path / "junk.yaml"
     p.write_bytes(bytes(range(256)) * 4)
