@@ -238,11 +238,11 @@ mappings:
     row("1 TiB of 1G blocks (1,024 leaves)", f"{t1 * 1e3:.2f} ms", f"1,024 4K: {t2 * 1e3:.2f} ms",
         f"{t1 / t2:.2f}x", "~1x")
 
-    print("\n3. translate 1 M random IOVAs from stdin")
     import numpy as np
 
     rng = np.random.default_rng(3)
     n = 200_000 if args.quick else 1_000_000
+    print(f"\n3. translate {n:,} random IOVAs from stdin")
     iovas = (np.uint64(0x100000000) + rng.integers(0, gib << 30, n, dtype=np.uint64)).tolist()
     text = "".join(f"{v:#x}\n" for v in iovas).encode()
     from formats.batch import translate_many
