@@ -247,6 +247,11 @@ class _Dart(PageTable):
             return 0
         return self._iopte_to_paddr(t.raw) | (iova & (self.granule - 1))
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        out = self._paddr_vec(raw) | (iova & np.uint64(self.granule - 1))
+        return np.where(size != 0, out, np.uint64(0))  # type: ignore[no-any-return]
+
     # -- vectorised --------------------------------------------------------------------------------
     def _paddr_vec(self, raw: np.ndarray) -> np.ndarray:
         r = raw.astype(np.uint64)

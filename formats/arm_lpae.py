@@ -488,6 +488,15 @@ class ArmLpae(PageTable):
             return 0
         return self.to_paddr(t.raw) | (iova & ((1 << self._shift[t.level]) - 1))
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        # a leaf's size is its level's block: iova & (size - 1) is the offset the kernel ORs in
+        pa = raw.astype(np.uint64) & np.uint64(PTE_ADDR_MASK)
+        if self.granule == SZ_64K:
+            pa = (pa | (pa << np.uint64(36))) & np.uint64(PTE_ADDR_MASK_52)
+        hit = size != 0
+        return np.where(hit, pa | (iova & (size - np.uint64(1))), np.uint64(0))  # type: ignore[no-any-return]
+
     def _out_mask(self, lo: int) -> int:
         """PTE bits that may carry output-address bits [oas-1:lo]."""
         m = genmask(min(self.oas, 48) - 1, lo) if lo < min(self.oas, 48) else 0

@@ -336,6 +336,13 @@ class ArmV7s(PageTable):
             return t.phys & ~(1 << 32)
         return t.phys
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        out = phys.astype(np.uint64)
+        if self.mtk_4gb:
+            out = np.where(out >= np.uint64(MTK_4GB_MODE_REMAP_BASE), out & np.uint64(0xFFFF_FFFE_FFFF_FFFF), out)
+        return np.where(size != 0, out, np.uint64(0))  # type: ignore[no-any-return]
+
     # -- vectorised --------------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         t = raw.astype(np.uint64) & np.uint64(3)

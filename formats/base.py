@@ -271,6 +271,14 @@ class PageTable:
         """Bits set in `raw` that the format never sets for this kind (check)."""
         return 0
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray | None:
+        """legacy_iova_to_phys over a batch translation (size 0 = a miss); None when the format's
+        quirks have no vector form here (the caller then asks the scalar hook per IOVA)."""
+        if type(self).legacy_iova_to_phys is PageTable.legacy_iova_to_phys:
+            return np.where(size != 0, phys, np.uint64(0)).astype(np.uint64)  # type: ignore[no-any-return]
+        return None
+
     # -- vectorised hooks (override on the hot path) ------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.fromiter((self.classify(int(r), lvl) for r in raw), dtype=np.int8, count=len(raw))

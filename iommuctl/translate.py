@@ -276,11 +276,15 @@ def widen_pipe(stream: Any) -> None:
 
 
 def _legacy_values(dom: Any, r: Any) -> Any:
-    """What the format's legacy iova_to_phys returns per IOVA (its own hook, one call each)."""
+    """What the format's legacy iova_to_phys returns per IOVA: its vector hook, or else its own
+    scalar hook, one call each."""
     import numpy as np
 
     from formats.base import Translation
 
+    vec = dom.fmt.legacy_iova_to_phys_vec(r.iova, r.phys, r.size, r.level, r.raw)
+    if vec is not None:
+        return vec
     legacy_of = dom.fmt.legacy_iova_to_phys
     cols = (r.iova.tolist(), r.phys.tolist(), r.size.tolist(), r.level.tolist(), r.prot.tolist(),
             r.raw.tolist(), r.entry.tolist())

@@ -344,6 +344,26 @@ class GenericPt(PageTable):
         lvl = next(lv for lv in self.levels if lv.num == t.level)
         return (self.entry_oa(t.raw, lvl) | (iova & (t.size - 1))) & U64
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray | None:
+        if type(self).entry_oa is not GenericPt.entry_oa:
+            return None  # a format reading the OA its own way: the scalar hook
+        iova = iova.astype(np.uint64)
+        out = np.zeros(len(iova), dtype=np.uint64)
+        for lvl in self.levels:  # the OA is read per level (a few at most)
+            k = np.flatnonzero((size != 0) & (level == lvl.num))
+            if len(k):
+                oa = np.asarray(self.leaf_phys_vec(raw[k].astype(np.uint64), lvl)).astype(np.uint64)
+                out[k] = oa | (iova[k] & (size[k].astype(np.uint64) - np.uint64(1)))
+        w = self.cur_vasz
+        if w < 64:  # pt_check_range: the prefix above the top range is 0 (all ones when sign-extended)
+            top = iova >> np.uint64(w)
+            ok = top == 0
+            if "sign-extend" in self.features:
+                ok = np.where((iova >> np.uint64(w - 1)) & np.uint64(1) == 1, top == np.uint64(U64 >> w), ok)
+            out[~ok] = np.uint64(ERANGE_PHYS)
+        return out
+
     # -- builder -----------------------------------------------------------------------------------
     def leaf_placement(self, pgsize: int) -> tuple[int, int]:
         """The level pt_pgsz_lg2_to_level picks, and 2^num_contig items there."""
