@@ -17,7 +17,6 @@ def formats(format_id: str | None, show_drivers: bool, as_json: bool) -> None:
     """The formats, their page sizes, levels and config keys with defaults."""
     import formats as registry
 
-    from .numbers import fmt_size
     from .output import emit_json, table
 
     if show_drivers:
@@ -52,10 +51,29 @@ def formats(format_id: str | None, show_drivers: bool, as_json: bool) -> None:
         if as_json:
             emit_json(rec)
         else:
-            rows.append([fid, " ".join(fmt_size(s) for s in sizes), levels,
+            rows.append([fid, size_list(sizes), levels,
                          " ".join(f"{k}={v}" for k, v in cls.config_defaults.items()), cls.description])
     if not as_json:
         table(None, ["format", "page sizes", "levels", "config (defaults)", "description"], rows)
+
+
+def size_list(sizes: list[int]) -> str:
+    """Page sizes for a table cell: a run of three or more consecutive powers of two as FIRST-LAST
+    (amdv1 and virtio take every power of two: 40 or 52 sizes)."""
+    from .numbers import fmt_size
+
+    out: list[str] = []
+    k = 0
+    while k < len(sizes):
+        j = k
+        while j + 1 < len(sizes) and sizes[j + 1] == 2 * sizes[j]:
+            j += 1
+        if j - k >= 2:
+            out.append(f"{fmt_size(sizes[k])}-{fmt_size(sizes[j])}")
+        else:
+            out += [fmt_size(x) for x in sizes[k:j + 1]]
+        k = j + 1
+    return " ".join(out)
 
 
 @click.command()

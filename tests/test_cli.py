@@ -323,3 +323,13 @@ def test_shell_completion_is_click_s() -> None:
     env = {**os.environ, "_IOMMUCTL_COMPLETE": "bash_complete", "COMP_WORDS": "iommuctl wal", "COMP_CWORD": "1"}
     p = subprocess.run([sys.executable, "-m", "iommuctl"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.split() == ["plain,walk"], (p.stdout, p.stderr)
+
+
+def test_formats_table_folds_runs_of_page_sizes() -> None:
+    from iommuctl.catalog import size_list
+
+    assert size_list([4096, 8192, 16384, 1 << 21]) == "4K-16K 2M"
+    assert size_list([4096, 1 << 21, 1 << 30]) == "4K 2M 1G"
+    assert size_list([4096, 8192]) == "4K 8K"
+    rc, out, _ = run(["formats", "amdv1"])  # every power of two from 4K but 512G (amdv1 leaves)
+    assert rc == 0 and "4K-256G 1T-2048T" in out
