@@ -118,6 +118,13 @@ def python_per_entry(image: Path, base: int, root: int, limit_leaves: int) -> tu
     return st["leaves"], time.perf_counter() - t0
 
 
+def scattered(gib: int, seed: int) -> str:
+    """A mappings: domain of `gib` GiB of 4K pages at IOVA 4G, scattered over physical memory."""
+    return (f"format: arm-lpae-s1\nconfig: {{granule: 4K, ias: 48, oas: 48}}\nmappings:\n"
+            f"  - {{iova: 0x100000000, size: {gib}G, phys: {{scatter: 4K, seed: {seed}, base: 0x1000000000}}, "
+            f"prot: rw}}\n")
+
+
 def build(name: str, yaml_text: str) -> Path:
     """Build a mappings: domain once into bench/out/NAME.{bin,yaml}; return the table domain."""
     OUT.mkdir(exist_ok=True)
@@ -185,11 +192,7 @@ def main() -> None:
           f"{platform.platform()}")
     gib = 8 if args.quick else 64
     print(f"\n1. walk --summary, {gib} GiB of scattered 4K pages (arm-lpae-s1 4K)")
-    dom_path = build(f"scatter{gib}g", f"""format: arm-lpae-s1
-config: {{granule: 4K, ias: 48, oas: 48}}
-mappings:
-  - {{iova: 0x100000000, size: {gib}G, phys: {{scatter: 4K, seed: 7, base: 0x1000000000}}, prot: rw}}
-""")
+    dom_path = build(f"scatter{gib}g", scattered(gib, seed=7))
     dom = load_domain(dom_path)
     image, base, root = OUT / f"scatter{gib}g.bin", dom.mem.segments[0].base, dom.roots[0]
     ours = in_process(lambda: summarise(dom, 0, 1 << 48))
@@ -326,11 +329,7 @@ mappings:
         row(label, f"{n_leaves / t / 1e6:.1f} M leaves/s", f"{n_leaves:,} leaves")
 
     print("\n7. walk --json of 8 GiB of scattered 4K pages (one row per run)")
-    path8 = build("scatter8g", """format: arm-lpae-s1
-config: {granule: 4K, ias: 48, oas: 48}
-mappings:
-  - {iova: 0x100000000, size: 8G, phys: {scatter: 4K, seed: 7, base: 0x1000000000}, prot: rw}
-""")
+    path8 = build("scatter8g", scattered(8, seed=7))
     d8 = load_domain(path8)
     from formats.base import prot_str
     from iommuctl.walk import leaf_runs
@@ -350,11 +349,7 @@ mappings:
     row("  the plain table instead (two passes: widths, rows)", f"{t_text:.2f} s")
 
     print("\n8. diff of two 8 GiB scattered domains (every 4K page moved: one changed run each)")
-    other = build("scatter8g-b", """format: arm-lpae-s1
-config: {granule: 4K, ias: 48, oas: 48}
-mappings:
-  - {iova: 0x100000000, size: 8G, phys: {scatter: 4K, seed: 8, base: 0x1000000000}, prot: rw}
-""")
+    other = build("scatter8g-b", scattered(8, seed=8))
     import json
 
     from iommuctl.diff import diff_domains

@@ -150,7 +150,8 @@ class PhysWindow:
     still read (see the module note); each is filtered with one numpy mask.
 
     `excess` is what walk's byte totals count beyond the window: the parts of straddling leaves
-    whose output lies outside it (subtract it from the IOVA-clipped total)."""
+    whose output lies outside it (subtract it from the IOVA-clipped total). It is the last
+    walk's: a command walking twice (widths, then rows) still subtracts it once."""
 
     def __init__(self, dom: Domain, plo: int, phi: int) -> None:
         self.dom = dom
@@ -165,6 +166,7 @@ class PhysWindow:
 
     def leaves(self, start: int, end: int) -> Iterator[LeafBatch]:
         plo, phi = self.plo, self.phi
+        self.excess = 0
         for b in self.dom.leaves(start, end):
             if not len(b):
                 continue

@@ -121,6 +121,10 @@ class ChangeBatch:
         b = Side(int(self.b_phys[i]), int(self.b_pg[i]), int(self.b_pr[i])) if self.has_b[i] else None
         return Change(KIND_NAMES[int(self.kind[i])], iova, iova + int(self.length[i]), a, b)
 
+    def sides(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]:
+        """(present, phys, page size, prot) of side a, then of side b."""
+        return (self.has_a, self.a_phys, self.a_pg, self.a_pr), (self.has_b, self.b_phys, self.b_pg, self.b_pr)
+
     @property
     def what(self) -> np.ndarray:
         """WHAT_* bits per run: the sides' differences (none unless both sides are there)."""
@@ -331,8 +335,7 @@ def _json_rows(cb: ChangeBatch) -> bytes:
     rows.hex(cb.iova + cb.length)
     rows.text('", "size": ')
     rows.decimal(cb.length)
-    for name, has, phys, pg, pr in (("a", cb.has_a, cb.a_phys, cb.a_pg, cb.a_pr),
-                                    ("b", cb.has_b, cb.b_phys, cb.b_pg, cb.b_pr)):
+    for name, (has, phys, pg, pr) in zip("ab", cb.sides()):
         rows.text(f', "{name}": {{"phys": "0x', has)
         rows.hex(phys, has)
         rows.text('", "pgsize": ', has)
@@ -414,8 +417,7 @@ def _layout(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[str], s
         w[1] = max(w[1], 2 + int(hex_digits(cb.iova).max()))
         w[2] = max(w[2], 2 + int(hex_digits(cb.iova + cb.length).max()))
         w[3] = max(w[3], int(_size_parts(cb.length)[3].max()))
-        for col, has, phys, pg, pr in ((4, cb.has_a, cb.a_phys, cb.a_pg, cb.a_pr),
-                                       (5, cb.has_b, cb.b_phys, cb.b_pg, cb.b_pr)):
+        for col, (has, phys, pg, pr) in zip((4, 5), cb.sides()):
             if not has.all():
                 w[col] = max(w[col], 1)
             if has.any():
@@ -438,17 +440,15 @@ def _text_rows(cb: ChangeBatch, widths: list[int]) -> bytes:
     # `what`, the last column, is empty unless changed: plain_table's rstrip then also takes the
     # b column's padding, so that column is padded only on changed rows
     changed = cb.kind == CHANGED
-    for col, has, phys, pg, pr in ((4, cb.has_a, cb.a_phys, cb.a_pg, cb.a_pr), (5, cb.has_b, cb.b_phys, cb.b_pg,
-                                                                                  cb.b_pr)):
-        padded = changed if col == 5 else None
+    for col, (has, phys, pg, pr) in zip((4, 5), cb.sides()):
+        padded = changed if col == 5 else np.ones(len(cb), dtype=bool)
         rows.text("  ")
         rows.text("0x", has)
         digits = rows.hex(phys, has)
         codes, words = _side_words(pg, pr)
         rows.words(codes, words, has)
-        rows.pad(2 + digits + np.array([len(x) for x in words])[codes], widths[col],
-                 has if padded is None else has & padded)
-        dash = (~has).astype(np.intp) * (2 if padded is None else 1 + padded)  # 0: none, 1: "-", 2: padded
+        rows.pad(2 + digits + np.array([len(x) for x in words])[codes], widths[col], has & padded)
+        dash = (~has).astype(np.intp) * (1 + padded)  # 0: none, 1: "-", 2: "-" padded
         rows.words(dash, ["", "-", "-".ljust(widths[col])])
     rows.words(cb.what, ["  " + w for w in _what_words()], changed)
     rows.text("\n")
@@ -468,7 +468,7 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
     Compares translations, not bytes: A and B may be of different formats. Changes are runs
     of IOVAs whose translation differs in the same way. Exit status 1 when they differ.
     """
-    from .output import PLAIN_ROWS, emit_json, say, styled, table
+    from .output import PLAIN_ROWS, emit_json, plain_line, say, styled, table
     from .translate import write_overlapped
 
     da, db = load(a), load(b)
@@ -495,10 +495,10 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
                   justify_right=("size",))
         elif lay.rows:
             w = lay.widths
-            head = "  ".join([h.rjust(x) if h == "size" else h.ljust(x) for h, x in zip(HEAD, w)] + [HEAD[-1]])
+            head = plain_line(HEAD, HEAD, w, ("size",))
 
             def text_chunks() -> Iterator[bytes]:
-                yield f"{title}\n{head}\n".encode()
+                yield f"{title}\n{head}".encode()
                 for cb in diff_batches(da, db, start, end, ignore, bar=False):
                     for k in range(0, len(cb), ROWS_CHUNK):
                         yield _text_rows(cb.part(slice(k, k + ROWS_CHUNK)), w)

@@ -81,18 +81,21 @@ def plain_table(title: str | None, columns: Sequence[str], rows: list[list[str]]
         for i, cell in enumerate(r[:-1]):
             if len(cell) > widths[i]:
                 widths[i] = len(cell)
-
-    def line(cells: Sequence[str]) -> str:
-        out = [cell.rjust(widths[i]) if columns[i] in justify_right else cell.ljust(widths[i])
-               for i, cell in enumerate(cells[:-1])]
-        return "  ".join(out + list(cells[-1:])).rstrip() + "\n"
-
     w = sys.stdout.write
     if title:
         w(title + "\n")
-    w(line(list(columns)))
+    w(plain_line(columns, columns, widths, justify_right))
     for r in rows:
-        w(line(r))
+        w(plain_line(r, columns, widths, justify_right))
+
+
+def plain_line(cells: Sequence[str], columns: Sequence[str], widths: Sequence[int],
+               justify_right: Sequence[str] = ()) -> str:
+    """One line of the plain table: every cell but the last padded to its column's width (the
+    bulk writers, bulk.Rows, lay out their rows the same way and use this for the header)."""
+    out = [cell.rjust(widths[i]) if columns[i] in justify_right else cell.ljust(widths[i])
+           for i, cell in enumerate(cells[:-1])]
+    return "  ".join(out + list(cells[-1:])).rstrip() + "\n"
 
 
 

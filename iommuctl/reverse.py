@@ -330,7 +330,8 @@ def reverse_cmd(domain: str, pas: tuple[str, ...], range_: str | None, iova_rang
 def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes: bool, as_json: bool) -> bool:
     """reverse --range: the runs, the holes with --holes, the coverage line; True when some byte
     of the window is unmapped."""
-    from .output import PLAIN_ROWS, emit_json, say, styled, table
+    from .output import PLAIN_ROWS, emit_json, plain_line, say, styled, table
+    from .run_rows import run_json_line
     from .translate import write_overlapped
 
     rng = {"phys": f"{plo:#x}", "end": f"{phi:#x}"}
@@ -343,7 +344,9 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
             for rb in rr.batches():
                 nruns += len(rb)
                 if rb.wraps():
-                    yield "".join(_json_run(rng_text, rb.run(i)) for i in range(len(rb))).encode()
+                    runs = (rb.run(i) for i in range(len(rb)))
+                    yield "".join(run_json_line(rng_text, r.iova, r.end, r.phys, r.pgsize, r.count, r.prot, r.level)
+                                  for r in runs).encode()
                     continue
                 for k in range(0, len(rb), ROWS_CHUNK):
                     yield _json_rows(rng_text, rb.part(slice(k, k + ROWS_CHUNK)))
@@ -365,11 +368,10 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
             table(title, HEAD, rows, justify_right=("pgsize", "count"))
         else:
             w = lay.widths
-            head = "  ".join([h.rjust(x) if h in ("pgsize", "count") else h.ljust(x) for h, x in zip(HEAD, w)]
-                             + [HEAD[-1]])
+            head = plain_line(HEAD, HEAD, w, ("pgsize", "count"))
 
             def text_chunks() -> Iterator[bytes]:
-                yield f"{title}\n{head}\n".encode()
+                yield f"{title}\n{head}".encode()
                 for rb in ReverseRange(dom, plo, phi, start, end).batches(cover=False):
                     for k in range(0, len(rb), ROWS_CHUNK):
                         yield _text_rows(rb.part(slice(k, k + ROWS_CHUNK)), w)
@@ -392,11 +394,6 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
 # -- rows ---------------------------------------------------------------------------------------
 
 HEAD = ["iova", "end", "phys", "phys end", "pgsize", "count", "level", "prot"]
-
-
-def _json_run(rng_text: str, r: PhysRun) -> str:
-    return (f'{rng_text}"iova": "{r.iova:#x}", "end": "{r.end:#x}", "phys": "{r.phys:#x}", "pgsize": {r.pgsize}, '
-            f'"count": {r.count}, "prot": "{prot_str(r.prot)}", "level": {r.level}}}\n')
 
 
 def _json_rows(rng_text: str, rb: PhysRunBatch) -> bytes:
@@ -461,20 +458,14 @@ def _layout(rr: ReverseRange, holes: bool) -> _Layout:
 
 
 def _text_rows(rb: PhysRunBatch, w: list[int]) -> bytes:
-    from .bulk import Rows, pow2_codes
-    from .run_rows import put_level_prot
+    from .bulk import Rows
+    from .run_rows import put_run_tail
 
     rows = Rows(len(rb))
     for col, values in enumerate((rb.iova, rb.iova + rb.length, rb.phys, rb.phys + rb.length)):
         rows.hex_cell(values, w[col])
         rows.text("  ")
-    codes, sizes = pow2_codes(rb.pgsize)
-    rows.words(codes, [fmt_size(int(x)).rjust(w[4]) for x in sizes])
-    rows.text("  ")
-    rows.decimal_cell(rb.count.astype(np.uint64), w[5])
-    rows.text("  ")
-    put_level_prot(rows, rb.level, rb.prot, w[6])
-    rows.text("\n")
+    put_run_tail(rows, rb.pgsize, rb.count, rb.level, rb.prot, w[4:7])
     return rows.tobytes()
 
 

@@ -9,7 +9,7 @@ per-row path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ def _per_size(rb: RunBatch) -> tuple[list[int], list[int]]:
     return sizes.tolist(), counts.astype(np.int64).tolist()
 
 
-def _wraps(rb: RunBatch, ends: np.ndarray, pos: int) -> bool:
+def _wraps(ends: np.ndarray, pos: int) -> bool:
     # a run ending at 2**64 (in a corrupt table not always the batch's last), or a reach already there
     return bool(pos >> 64) or bool((ends == 0).any())
 
@@ -71,7 +71,7 @@ def json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
         for rb in run_batches(view, start, end, coalesce):
             ends = _ends(rb)
             _count(total, rb, ends, start, end)
-            if _wraps(rb, ends, pos[0]):
+            if _wraps(ends, pos[0]):
                 yield _python_json(rb, pos, holes)
                 continue
             for k in range(0, len(rb), ROWS_CHUNK):
@@ -85,7 +85,6 @@ def json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
 
 
 def _json_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> bytes:
-
     from .bulk import Rows
 
     rows = Rows(len(rb))
@@ -127,30 +126,48 @@ def put_run_json(rows: Any, prefix: str, iova: np.ndarray, end: np.ndarray, phys
     rows.text("}\n")
 
 
-def put_level_prot(rows: Any, level: np.ndarray, prot: np.ndarray, width: int) -> None:
-    """The plain table's last two cells, level and prot, as one word: the line ends in prot, so
-    plain_table's strip of trailing spaces changes nothing."""
+def run_json_line(prefix: str, iova: int, end: int, phys: int, pgsize: int, count: int, prot: int,
+                  level: int) -> str:
+    """put_run_json's line for one run, in Python (ends at 2**64 do not fit the arrays)."""
     from formats.base import prot_str
 
+    return (f'{prefix}"iova": "{iova:#x}", "end": "{end:#x}", "phys": "{phys:#x}", "pgsize": {pgsize}, '
+            f'"count": {count}, "prot": "{prot_str(prot)}", "level": {level}}}\n')
+
+
+def put_run_tail(rows: Any, pgsize: np.ndarray, count: np.ndarray, level: np.ndarray, prot: np.ndarray,
+                 widths: Sequence[int]) -> None:
+    """A run's last plain-table cells, pgsize, count, level and prot (widths of the first three),
+    and the newline. Level and prot are one word, so the line ends in prot and plain_table's
+    strip of trailing spaces changes nothing."""
+    from formats.base import prot_str
+
+    from .bulk import pow2_codes
+    from .numbers import fmt_size
+
+    w_size, w_count, w_level = widths
+    codes, sizes = pow2_codes(pgsize)
+    rows.words(codes, [fmt_size(int(s)).rjust(w_size) for s in sizes])
+    rows.text("  ")
+    rows.decimal_cell(count.astype(np.uint64), w_count)
+    rows.text("  ")
     keys, inv = np.unique((level << 32) | prot, return_inverse=True)
-    rows.words(inv.reshape(-1), [(str(k >> 32).ljust(width) + "  " + prot_str(k & 0xFFFFFFFF)).rstrip()
+    rows.words(inv.reshape(-1), [(str(k >> 32).ljust(w_level) + "  " + prot_str(k & 0xFFFFFFFF)).rstrip()
                                  for k in keys.tolist()])
+    rows.text("\n")
 
 
 def _python_json(rb: RunBatch, pos: list[int], holes: bool) -> bytes:
     """The same rows one by one, for a batch reaching 2**64."""
-    from formats.base import prot_str
-
     lines = []
     for iova, phys, size, count, prot, level in zip(rb.iova.tolist(), rb.phys.tolist(), rb.pgsize.tolist(),
                                                     rb.count.tolist(), rb.prot.tolist(), rb.level.tolist()):
         if holes and iova > pos[0]:
-            lines.append(f'{{"iova": "{pos[0]:#x}", "end": "{iova:#x}", "hole": true}}')
+            lines.append(f'{{"iova": "{pos[0]:#x}", "end": "{iova:#x}", "hole": true}}\n')
         run_end = iova + size * count
         pos[0] = max(pos[0], run_end)
-        lines.append(f'{{"iova": "{iova:#x}", "end": "{run_end:#x}", "phys": "{phys:#x}", "pgsize": {size}, '
-                     f'"count": {count}, "prot": "{prot_str(prot)}", "level": {level}}}')
-    return ("\n".join(lines) + "\n").encode()
+        lines.append(run_json_line("{", iova, run_end, phys, size, count, prot, level))
+    return "".join(lines).encode()
 
 
 # -- the plain-text table -----------------------------------------------------------------------
@@ -181,7 +198,7 @@ def _layout(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> _La
     for rb in run_batches(view, start, end, coalesce):
         ends = _ends(rb)
         _count(lay.total, rb, ends, start, end)
-        if lay.wraps or _wraps(rb, ends, pos[0]):
+        if lay.wraps or _wraps(ends, pos[0]):
             lay.wraps = True  # the caller's per-row path prints it; only the totals still count
             continue
         prev = _reach(ends, pos)
@@ -205,22 +222,17 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
     """The human table of runs as output.plain_table lays it out, written in chunks; the totals.
     None (nothing written) when the caller's per-row path should print it: a table small
     enough for rich on a terminal, or runs reaching 2**64."""
-    from .output import PLAIN_ROWS, styled
+    from .output import PLAIN_ROWS, plain_line, styled
     from .translate import write_overlapped
 
     lay = _layout(view, start, end, coalesce, holes)
-    # a PhysWindow counts its straddlers' excess bytes on every walk: keep the first pass's count
-    excess = getattr(view, "excess", None)
     if lay.wraps or (styled() and lay.rows <= PLAIN_ROWS):
-        if excess is not None:
-            view.excess = 0  # the caller walks again
         return None
     widths = lay.widths()
-    head = "  ".join([c.rjust(w) if c in ("pgsize", "count") else c.ljust(w) for c, w in zip(COLUMNS, widths)]
-                     + ["prot"])
+    head = plain_line(COLUMNS, COLUMNS, widths, ("pgsize", "count"))
 
     def chunks() -> Iterator[bytes]:
-        yield (head + "\n").encode()
+        yield head.encode()
         pos = [start]
         for rb in run_batches(view, start, end, coalesce):
             ends = _ends(rb)
@@ -231,17 +243,13 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
             yield f"{f'{pos[0]:#x}'.ljust(widths[0])}  {f'{end:#x}'.ljust(widths[1])}  hole\n".encode()
 
     write_overlapped(chunks())
-    if excess is not None:
-        view.excess = excess
     return lay.total
 
 
 def _text_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool, widths: list[int]) -> bytes:
+    from .bulk import Rows
 
-    from .bulk import Rows, pow2_codes
-    from .numbers import fmt_size
-
-    w_iova, w_end, w_phys, w_size, w_count, w_level = widths
+    w_iova, w_end, w_phys = widths[:3]
     rows = Rows(len(rb))
     prev = _reach(ends, pos)
     if holes:
@@ -256,11 +264,5 @@ def _text_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool, widt
     rows.text("  ")
     rows.hex_cell(rb.phys, w_phys)
     rows.text("  ")
-    codes, sizes = pow2_codes(rb.pgsize)
-    rows.words(codes, [fmt_size(int(s)).rjust(w_size) for s in sizes])
-    rows.text("  ")
-    rows.decimal_cell(rb.count.astype(np.uint64), w_count)
-    rows.text("  ")
-    put_level_prot(rows, rb.level, rb.prot, w_level)
-    rows.text("\n")
+    put_run_tail(rows, rb.pgsize, rb.count, rb.level, rb.prot, widths[3:])
     return rows.tobytes()

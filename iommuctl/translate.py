@@ -336,14 +336,13 @@ def _table_rows(r: Any, legs: Any) -> None:
     from formats.base import prot_str
 
     from .numbers import fmt_size
-    from .output import PLAIN_ROWS, styled, table
+    from .output import PLAIN_ROWS, plain_line, styled, table
 
+    cols = ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else [])
     if len(r.iova) > PLAIN_ROWS or not styled():
         widths = _text_widths(r, legs)
-        cols = ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else [])
-        head = "  ".join([c.rjust(w) if c == "size" else c.ljust(w) for c, w in zip(cols, widths)] + [cols[-1]])
         body = (_text_rows(r, slice(k, k + CHUNK), legs, widths) for k in range(0, len(r.iova), CHUNK))
-        write_overlapped(chain([(head + "\n").encode()], body))
+        write_overlapped(chain([plain_line(cols, cols, widths, ("size",)).encode()], body))
         return
 
     size, prot = r.size.tolist(), r.prot.tolist()
@@ -355,8 +354,7 @@ def _table_rows(r: Any, legs: Any) -> None:
     if legs is not None:
         for row, leg in zip(rows, legs.tolist()):
             row.append(f"{leg:#x}")
-    table(None, ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else []), rows,
-          justify_right=("size",))
+    table(None, cols, rows, justify_right=("size",))
 
 
 def _text_widths(r: Any, legs: Any) -> list[int]:
