@@ -114,20 +114,28 @@ def hex_digits(values: np.ndarray) -> np.ndarray:
 class Rows:
     """n text rows assembled piece by piece, then written as bytes.
 
-    Every row is the same run of 8-byte words: each piece (a literal, a hex number, one of a few
-    words) starts on a word and pads with NUL; the literals are a template copied to every row,
-    the variable pieces are a few whole-word column writes, and the NULs are deleted in one C pass
-    at the end (JSON text has none). `where` limits a piece to some rows (a miss has no level,
-    prot, raw or entry)."""
+    Every row is the same run of 8-byte words, and the NULs that pad them are dropped at the end
+    (JSON and table text have none). A hex or decimal number is a column of whole words, its
+    leading zeros NUL. Literals and pieces from small vocabularies (prot strings, levels, page
+    sizes, pads) between two numbers are merged into one piece: each row's combination of them is
+    a code, and the combinations present become one string each. One `"size": 4096, "level": 3,
+    "prot": "rw"` string then pads once, not six times, so rows carry a fifth of NULs, not two
+    fifths. `where` limits a piece to some rows (a miss has no level, prot, raw or entry)."""
+
+    GROUP = 1 << 16  # most combinations one merged piece may count
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.template: list[np.ndarray] = []  # per piece: its words in the template
-        self.fills: list[tuple[int, np.ndarray]] = []  # (first word, (n, w) or (n,) words)
+        self.consts: list[tuple[int, np.ndarray]] = []  # (first word, the words every row has)
+        self.fills: list[tuple[int, np.ndarray]] = []  # (first word, (n,) or (n, w) words)
         self.masks: list[tuple[int, int, np.ndarray]] = []  # (first word, end word, rows kept)
         self.at = 0
+        self._vocab: list[list[str]] = []  # the open merged piece: its parts' words ...
+        self._codes: np.ndarray | None = None  # ... and each row's combination (mixed radix)
+        self._radix = 1
 
     def _piece(self, words: int, where: np.ndarray | None) -> int:
+        self._close()
         at = self.at
         self.at += words
         if where is not None:
@@ -135,11 +143,54 @@ class Rows:
         return at
 
     def text(self, s: str, where: np.ndarray | None = None) -> None:
-        raw = s.encode()
-        raw += b"\0" * (-len(raw) % 8)
-        words = np.frombuffer(raw, dtype=_U64)
-        self._piece(len(words), where)
-        self.template.append(words)
+        if where is None:
+            self._vocab.append([s])
+        else:
+            self.words(where.astype(np.intp), ["", s])
+
+    def words(self, codes: np.ndarray, words: Sequence[str], where: np.ndarray | None = None) -> None:
+        """words[codes[i]] in row i: small sets such as prot strings, levels, page sizes."""
+        words = list(words)
+        codes = np.asarray(codes, dtype=np.intp)
+        if where is not None:
+            codes = np.where(where, codes, len(words))
+            words.append("")
+        if self._radix * len(words) > self.GROUP:
+            self._close()
+        self._codes = codes if self._codes is None else self._codes * len(words) + codes
+        self._radix *= len(words)
+        self._vocab.append(words)
+
+    def _close(self) -> None:
+        """Make the open merged piece words: one string per combination present."""
+        vocab, codes, radix = self._vocab, self._codes, self._radix
+        if not vocab:
+            return
+        self._vocab, self._codes, self._radix = [], None, 1
+        if codes is None:
+            enc = "".join(w[0] for w in vocab).encode()
+            at = self.at
+            self.at += (len(enc) + 7) // 8
+            self.consts.append((at, np.frombuffer(enc + b"\0" * (-len(enc) % 8), dtype=_U64)))
+            return
+        present = np.flatnonzero(np.bincount(codes, minlength=radix))
+        strings = []
+        for combo in present.tolist():
+            parts = []
+            for words in reversed(vocab):
+                combo, k = divmod(combo, len(words))
+                parts.append(words[k])
+            strings.append("".join(reversed(parts)).encode())
+        width = max(1, (max(len(s) for s in strings) + 7) // 8)
+        table = np.zeros(len(strings), dtype=f"S{8 * width}")
+        table[:] = strings
+        if len(present) < radix:
+            index = np.zeros(radix, dtype=np.intp)
+            index[present] = np.arange(len(present))
+            codes = index[codes]
+        at = self.at
+        self.at += width
+        self.fills.append((at, table.view(_U64).reshape(len(strings), width)[codes]))
 
     def hex(self, values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
         """Lowercase hex digits without leading zeros ("0" for zero), no 0x; returns the digit counts."""
@@ -154,7 +205,6 @@ class Rows:
             self.fills += [(at, hi), (at + 1, lo)]
         else:
             self.fills.append((self._piece(1, where), lo))
-        self.template.append(np.zeros(2 if top >> 32 else 1, dtype=_U64))
         return digits
 
     def decimal(self, values: np.ndarray, where: np.ndarray | None = None) -> None:
@@ -171,7 +221,6 @@ class Rows:
         digits = decimal_digits(values)
         chars[np.arange(8 * width)[None, :] < (8 * width - digits)[:, None]] = 0
         self.fills.append((self._piece(width, where), chars.view(_U64)))
-        self.template.append(np.zeros(width, dtype=_U64))
 
     # Aligned plain-text cells (the human tables piped, see output.plain_table): left-justified
     # cells are followed by spaces, right-justified ones preceded, chosen by each row's length.
@@ -190,19 +239,12 @@ class Rows:
         self.pad(decimal_digits(values), width, where)
         self.decimal(values, where)
 
-    def words(self, codes: np.ndarray, words: Sequence[str], where: np.ndarray | None = None) -> None:
-        """words[codes[i]] in row i: small sets such as prot strings, levels, page sizes."""
-        enc = [w.encode() for w in words]
-        width = max(1, (max(len(w) for w in enc) + 7) // 8)
-        table = np.zeros(len(enc), dtype=f"S{8 * width}")
-        table[:] = enc
-        at = self._piece(width, where)
-        self.fills.append((at, table.view(_U64).reshape(len(enc), width)[codes]))
-        self.template.append(np.zeros(width, dtype=_U64))
-
-    def tobytes(self) -> bytes:
+    def array(self) -> np.ndarray:
+        """The rows' text as a uint8 array."""
+        self._close()
         out = np.empty((self.n, self.at), dtype=_U64)
-        out[:] = np.concatenate(self.template)
+        for at, const in self.consts:
+            out[:, at:at + len(const)] = const
         for at, col in self.fills:
             if col.ndim == 1:
                 out[:, at] = col
@@ -211,7 +253,11 @@ class Rows:
         for start, end, where in self.masks:
             if not where.all():
                 out[np.flatnonzero(~where), start:end] = 0
-        return out.tobytes().translate(None, b"\0")
+        text = out.view(np.uint8).reshape(-1)
+        return text[text != 0]  # numpy drops the NULs without holding the GIL: writers overlap
+
+    def tobytes(self) -> bytes:
+        return self.array().tobytes()
 
 
 def decimal_digits(values: np.ndarray) -> np.ndarray:

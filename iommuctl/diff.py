@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import click
@@ -25,6 +26,7 @@ from .cli import json_option, load
 from .domain import Domain
 from .numbers import fmt_size
 from .walk import parse_range
+from .writer import Chunk, Job, write_chunks
 
 CHUNK = 1 << 16  # leaves buffered per diff step: bounds memory, amortises numpy call overhead
 ROWS_CHUNK = 1 << 15  # changes formatted at a time
@@ -324,7 +326,7 @@ def _json_change(ch: Change) -> str:
     return rec + "}\n"
 
 
-def _json_rows(cb: ChangeBatch) -> bytes:
+def _json_rows(cb: ChangeBatch) -> Chunk:
     from .bulk import Rows, pow2_codes, small_codes
 
     rows = Rows(len(cb))
@@ -347,7 +349,7 @@ def _json_rows(cb: ChangeBatch) -> bytes:
     rows.words(cb.what, [', "what": [' + ", ".join(f'"{w}"' for w in ws.split(",") if w) + "]"
                          for ws in _what_words()], changed)
     rows.text("}\n")
-    return rows.tobytes()
+    return rows.array()
 
 
 HEAD = ["change", "iova", "end", "size", "a (phys size prot)", "b (phys size prot)", "what"]
@@ -427,7 +429,7 @@ def _layout(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[str], s
     return lay
 
 
-def _text_rows(cb: ChangeBatch, widths: list[int]) -> bytes:
+def _text_rows(cb: ChangeBatch, widths: list[int]) -> Chunk:
     from .bulk import Rows
 
     rows = Rows(len(cb))
@@ -452,7 +454,7 @@ def _text_rows(cb: ChangeBatch, widths: list[int]) -> bytes:
         rows.words(dash, ["", "-", "-".ljust(widths[col])])
     rows.words(cb.what, ["  " + w for w in _what_words()], changed)
     rows.text("\n")
-    return rows.tobytes()
+    return rows.array()
 
 
 @click.command("diff")
@@ -469,22 +471,21 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
     of IOVAs whose translation differs in the same way. Exit status 1 when they differ.
     """
     from .output import PLAIN_ROWS, emit_json, plain_line, say, styled, table
-    from .translate import write_overlapped
 
     da, db = load(a), load(b)
     start, end = diff_range(da, db, range_)
     st = DiffStats()
     title = f"{da.name} -> {db.name}"
     if as_json:
-        def json_chunks() -> Iterator[bytes]:
+        def json_chunks() -> Iterator[Job]:
             for cb in diff_batches(da, db, start, end, ignore, st):
                 if _wraps(cb):
                     yield "".join(_json_change(cb.change(i)) for i in range(len(cb))).encode()
                     continue
                 for k in range(0, len(cb), ROWS_CHUNK):
-                    yield _json_rows(cb.part(slice(k, k + ROWS_CHUNK)))
+                    yield partial(_json_rows, cb.part(slice(k, k + ROWS_CHUNK)))
 
-        write_overlapped(json_chunks())
+        write_chunks(json_chunks())
         emit_json({"summary": {"differ": st.differ, "added": st.added, "removed": st.removed,
                                "changed": st.changed, "same": st.same, "runs": dict(st.runs),
                                "range": {"iova": f"{start:#x}", "end": f"{end:#x}"}}})
@@ -497,13 +498,13 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
             w = lay.widths
             head = plain_line(HEAD, HEAD, w, ("size",))
 
-            def text_chunks() -> Iterator[bytes]:
+            def text_chunks() -> Iterator[Job]:
                 yield f"{title}\n{head}".encode()
                 for cb in diff_batches(da, db, start, end, ignore, bar=False):
                     for k in range(0, len(cb), ROWS_CHUNK):
-                        yield _text_rows(cb.part(slice(k, k + ROWS_CHUNK)), w)
+                        yield partial(_text_rows, cb.part(slice(k, k + ROWS_CHUNK)), w)
 
-            write_overlapped(text_chunks())
+            write_chunks(text_chunks())
         verdict = "differ" if st.differ else "translate the same"
         say(f"{verdict}: added {fmt_size(st.added)}, removed {fmt_size(st.removed)}, changed "
             f"{fmt_size(st.changed)} ({sum(st.runs.values())} runs); same {fmt_size(st.same)}; "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import click
@@ -26,6 +27,7 @@ from .domain import Domain
 from .errors import UserError
 from .numbers import fmt_size, parse_number
 from .walk import batches, parse_range
+from .writer import Chunk, Job, write_chunks
 
 ROWS_CHUNK = 1 << 15  # runs formatted at a time
 
@@ -332,14 +334,13 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
     of the window is unmapped."""
     from .output import PLAIN_ROWS, emit_json, plain_line, say, styled, table
     from .run_rows import run_json_line
-    from .translate import write_overlapped
 
     rng = {"phys": f"{plo:#x}", "end": f"{phi:#x}"}
     rng_text = f'{{"range": {{"phys": "{plo:#x}", "end": "{phi:#x}"}}, '
     rr = ReverseRange(dom, plo, phi, start, end)
     nruns = 0
     if as_json:
-        def json_chunks() -> Iterator[bytes]:
+        def json_chunks() -> Iterator[Job]:
             nonlocal nruns
             for rb in rr.batches():
                 nruns += len(rb)
@@ -349,12 +350,12 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
                                   for r in runs).encode()
                     continue
                 for k in range(0, len(rb), ROWS_CHUNK):
-                    yield _json_rows(rng_text, rb.part(slice(k, k + ROWS_CHUNK)))
+                    yield partial(_json_rows, rng_text, rb.part(slice(k, k + ROWS_CHUNK)))
             if holes:
                 for k in range(0, len(rr.hole_lo), ROWS_CHUNK):
-                    yield _json_holes(rng_text, rr.hole_lo[k:k + ROWS_CHUNK], rr.hole_last[k:k + ROWS_CHUNK])
+                    yield partial(_json_holes, rng_text, rr.hole_lo[k:k + ROWS_CHUNK], rr.hole_last[k:k + ROWS_CHUNK])
 
-        write_overlapped(json_chunks())
+        write_chunks(json_chunks())
     else:
         title = f"{dom.name}: IOVAs mapping [{plo:#x}, {phi:#x})"
         lay = _layout(rr, holes)
@@ -370,16 +371,16 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
             w = lay.widths
             head = plain_line(HEAD, HEAD, w, ("pgsize", "count"))
 
-            def text_chunks() -> Iterator[bytes]:
+            def text_chunks() -> Iterator[Job]:
                 yield f"{title}\n{head}".encode()
                 for rb in ReverseRange(dom, plo, phi, start, end).batches(cover=False):
                     for k in range(0, len(rb), ROWS_CHUNK):
-                        yield _text_rows(rb.part(slice(k, k + ROWS_CHUNK)), w)
+                        yield partial(_text_rows, rb.part(slice(k, k + ROWS_CHUNK)), w)
                 if holes:
                     for k in range(0, len(rr.hole_lo), ROWS_CHUNK):
-                        yield _text_holes(rr.hole_lo[k:k + ROWS_CHUNK], rr.hole_last[k:k + ROWS_CHUNK], w)
+                        yield partial(_text_holes, rr.hole_lo[k:k + ROWS_CHUNK], rr.hole_last[k:k + ROWS_CHUNK], w)
 
-            write_overlapped(text_chunks())
+            write_chunks(text_chunks())
     unmapped = (phi - plo) - rr.mapped
     if as_json:
         emit_json({"summary": {"range": rng, "mapped": rr.mapped, "unmapped": unmapped, "aliased": rr.aliased,
@@ -396,16 +397,16 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
 HEAD = ["iova", "end", "phys", "phys end", "pgsize", "count", "level", "prot"]
 
 
-def _json_rows(rng_text: str, rb: PhysRunBatch) -> bytes:
+def _json_rows(rng_text: str, rb: PhysRunBatch) -> Chunk:
     from .bulk import Rows
     from .run_rows import put_run_json
 
     rows = Rows(len(rb))
     put_run_json(rows, rng_text, rb.iova, rb.iova + rb.length, rb.phys, rb.pgsize, rb.count, rb.prot, rb.level)
-    return rows.tobytes()
+    return rows.array()
 
 
-def _json_holes(rng_text: str, lo: np.ndarray, last: np.ndarray) -> bytes:
+def _json_holes(rng_text: str, lo: np.ndarray, last: np.ndarray) -> Chunk:
     from .bulk import Rows
 
     if (last == np.uint64(TOP - 1)).any():  # a hole to 2^64
@@ -417,7 +418,7 @@ def _json_holes(rng_text: str, lo: np.ndarray, last: np.ndarray) -> bytes:
     rows.text('", "end": "0x')
     rows.hex(last + np.uint64(1))
     rows.text('", "hole": true}\n')
-    return rows.tobytes()
+    return rows.array()
 
 
 @dataclass
@@ -457,7 +458,7 @@ def _layout(rr: ReverseRange, holes: bool) -> _Layout:
     return lay
 
 
-def _text_rows(rb: PhysRunBatch, w: list[int]) -> bytes:
+def _text_rows(rb: PhysRunBatch, w: list[int]) -> Chunk:
     from .bulk import Rows
     from .run_rows import put_run_tail
 
@@ -466,10 +467,10 @@ def _text_rows(rb: PhysRunBatch, w: list[int]) -> bytes:
         rows.hex_cell(values, w[col])
         rows.text("  ")
     put_run_tail(rows, rb.pgsize, rb.count, rb.level, rb.prot, w[4:7])
-    return rows.tobytes()
+    return rows.array()
 
 
-def _text_holes(lo: np.ndarray, last: np.ndarray, w: list[int]) -> bytes:
+def _text_holes(lo: np.ndarray, last: np.ndarray, w: list[int]) -> Chunk:
     from .bulk import Rows
 
     rows = Rows(len(lo))
@@ -478,4 +479,4 @@ def _text_holes(lo: np.ndarray, last: np.ndarray, w: list[int]) -> bytes:
     rows.text("  ")
     rows.hex_cell(last + np.uint64(1), w[3])
     rows.text("  " + "hole".rjust(w[4]) + "\n")
-    return rows.tobytes()
+    return rows.array()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from .walk import RunBatch, Summary, run_batches
+from .writer import Job, write_chunks
 
 ROWS_CHUNK = 1 << 15  # runs formatted at a time: a batch can hold 256 K runs
 COLUMNS = ("iova", "end", "phys", "pgsize", "count", "level", "prot")
@@ -62,12 +64,11 @@ def _reach(ends: np.ndarray, pos: list[int]) -> np.ndarray:
 def json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> Summary:
     """walk --json: each batch's rows written while the next batch is walked; the totals
     counted on the arrays."""
-    from .translate import write_overlapped
 
     total = Summary()
     pos = [start]  # where the runs so far reach: a hole before the next run starts there
 
-    def chunks() -> Iterator[bytes]:
+    def chunks() -> Iterator[Job]:
         for rb in run_batches(view, start, end, coalesce):
             ends = _ends(rb)
             _count(total, rb, ends, start, end)
@@ -76,19 +77,19 @@ def json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
                 continue
             for k in range(0, len(rb), ROWS_CHUNK):
                 part = slice(k, k + ROWS_CHUNK)
-                yield _json_rows(rb.part(part), ends[part], pos, holes)
+                yield partial(_json_rows, rb.part(part), ends[part], _reach(ends[part], pos), holes)
         if holes and pos[0] < end:
             yield f'{{"iova": "{pos[0]:#x}", "end": "{end:#x}", "hole": true}}\n'.encode()
 
-    write_overlapped(chunks())
+    write_chunks(chunks())
     return total
 
 
-def _json_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> bytes:
+def _json_rows(rb: RunBatch, ends: np.ndarray, prev: np.ndarray, holes: bool) -> np.ndarray:
+    """The rows of a batch part; prev: where the rows before each reach (_reach)."""
     from .bulk import Rows
 
     rows = Rows(len(rb))
-    prev = _reach(ends, pos)
     if holes:  # a row may hold two lines: the gap before the run, then the run
         gap = rb.iova > prev
         rows.text('{"iova": "0x', gap)
@@ -97,7 +98,7 @@ def _json_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool) -> b
         rows.hex(rb.iova, gap)
         rows.text('", "hole": true}\n', gap)
     put_run_json(rows, "{", rb.iova, ends, rb.phys, rb.pgsize, rb.count, rb.prot, rb.level)
-    return rows.tobytes()
+    return rows.array()
 
 
 def put_run_json(rows: Any, prefix: str, iova: np.ndarray, end: np.ndarray, phys: np.ndarray, pgsize: np.ndarray,
@@ -223,7 +224,6 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
     None (nothing written) when the caller's per-row path should print it: a table small
     enough for rich on a terminal, or runs reaching 2**64."""
     from .output import PLAIN_ROWS, plain_line, styled
-    from .translate import write_overlapped
 
     lay = _layout(view, start, end, coalesce, holes)
     if lay.wraps or (styled() and lay.rows <= PLAIN_ROWS):
@@ -231,27 +231,26 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
     widths = lay.widths()
     head = plain_line(COLUMNS, COLUMNS, widths, ("pgsize", "count"))
 
-    def chunks() -> Iterator[bytes]:
+    def chunks() -> Iterator[Job]:
         yield head.encode()
         pos = [start]
         for rb in run_batches(view, start, end, coalesce):
             ends = _ends(rb)
             for k in range(0, len(rb), ROWS_CHUNK):
                 part = slice(k, k + ROWS_CHUNK)
-                yield _text_rows(rb.part(part), ends[part], pos, holes, widths)
+                yield partial(_text_rows, rb.part(part), ends[part], _reach(ends[part], pos), holes, widths)
         if holes and pos[0] < end:
             yield f"{f'{pos[0]:#x}'.ljust(widths[0])}  {f'{end:#x}'.ljust(widths[1])}  hole\n".encode()
 
-    write_overlapped(chunks())
+    write_chunks(chunks())
     return lay.total
 
 
-def _text_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool, widths: list[int]) -> bytes:
+def _text_rows(rb: RunBatch, ends: np.ndarray, prev: np.ndarray, holes: bool, widths: list[int]) -> np.ndarray:
     from .bulk import Rows
 
     w_iova, w_end, w_phys = widths[:3]
     rows = Rows(len(rb))
-    prev = _reach(ends, pos)
     if holes:
         gap = rb.iova > prev
         rows.hex_cell(prev, w_iova, gap)
@@ -265,4 +264,4 @@ def _text_rows(rb: RunBatch, ends: np.ndarray, pos: list[int], holes: bool, widt
     rows.hex_cell(rb.phys, w_phys)
     rows.text("  ")
     put_run_tail(rows, rb.pgsize, rb.count, rb.level, rb.prot, widths[3:])
-    return rows.tobytes()
+    return rows.array()

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -13,6 +13,7 @@ import click
 
 from .cli import check_iova, json_option, load, parse_iova
 from .errors import UserError
+from .writer import Job, write_chunks
 
 
 def iter_iovas(args: tuple[str, ...]) -> Any:
@@ -31,7 +32,7 @@ def iter_iovas(args: tuple[str, ...]) -> Any:
     return out
 
 
-def stdin_blocks(block: int = 1 << 22) -> Iterator[tuple[bytes, int]]:
+def stdin_blocks(block: int = 1 << 21) -> Iterator[tuple[bytes, int]]:
     """stdin as blocks of whole lines, about `block` bytes each: (bytes, number of the first line)."""
     stream = getattr(sys.stdin, "buffer", None)  # a test's StringIO stdin has no bytes layer
     read = stream.read if stream is not None else (lambda n: sys.stdin.read(n).encode())
@@ -147,7 +148,7 @@ def _translate_stream(dom: Any, legacy: bool) -> bool:
         return _translate_each(dom, values, legacy, True)
     missed = False
 
-    def rows() -> Iterator[bytes]:
+    def rows() -> Iterator[Job]:
         nonlocal missed
         for data, lineno in chain(head, blocks):
             values = parse_lines(data, lineno, bulk=True)
@@ -158,9 +159,9 @@ def _translate_stream(dom: Any, legacy: bool) -> bool:
             missed |= bool((r.size == 0).any())
             legs = _legacy_values(dom, r) if legacy else None
             for k in range(0, len(r.iova), CHUNK):
-                yield _json_rows(r, slice(k, k + CHUNK), legs)
+                yield partial(_json_rows, r, slice(k, k + CHUNK), legs)
 
-    write_overlapped(rows())
+    write_chunks(rows())
     return missed
 
 
@@ -206,7 +207,7 @@ def _translate_batch(dom: Any, values: Any, legacy: bool, as_json: bool) -> bool
     if not as_json:
         _table_rows(r, legs)
     else:
-        write_overlapped(_json_rows(r, slice(k, k + CHUNK), legs) for k in range(0, len(r.iova), CHUNK))
+        write_chunks(partial(_json_rows, r, slice(k, k + CHUNK), legs) for k in range(0, len(r.iova), CHUNK))
     return bool((r.size == 0).any())
 
 
@@ -223,56 +224,6 @@ def _walk(dom: Any, values: Any) -> Any:
         return translate_many(dom.walker, np.asarray(values, dtype=np.uint64))
     except WalkError as e:
         raise UserError(f"{dom.name}: {e}") from None
-
-
-def write_overlapped(chunks: Any) -> None:
-    """Write each chunk of bytes to stdout while the next is made: the write (a syscall, no GIL)
-    runs in a thread, so the consumer's pace and our formatting overlap."""
-    out = getattr(sys.stdout, "buffer", None)
-    if out is None:  # a test's text stream
-        for c in chunks:
-            sys.stdout.write(c.decode())
-        return
-    import threading
-
-    sys.stdout.flush()
-    widen_pipe(sys.stdout)
-    writer: threading.Thread | None = None
-    failed: list[BaseException] = []
-
-    def put(data: bytes) -> None:
-        try:
-            out.write(data)
-        except BaseException as e:  # re-raised in the main thread (a closed pipe, say)
-            failed.append(e)
-
-    try:
-        for c in chunks:  # may raise (a bad line further on): the rows before it still go out
-            if writer is not None:
-                writer.join()
-            if failed:
-                raise failed[0]
-            writer = threading.Thread(target=put, args=(c,))
-            writer.start()
-    finally:
-        if writer is not None:
-            writer.join()
-    if failed:
-        raise failed[0]
-
-
-def widen_pipe(stream: Any) -> None:
-    """A pipe on stdout takes 1 MiB at a time instead of 64 KiB: a million rows are 150 MB, and
-    at 64 KiB the reader and writer spend most of the time waking each other (Linux only)."""
-    try:
-        import fcntl
-        import stat
-
-        fd = stream.fileno()
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except (OSError, ValueError, AttributeError, ImportError):  # not a real fd, or the limit is lower
-        pass
 
 
 def _legacy_values(dom: Any, r: Any) -> Any:
@@ -301,7 +252,7 @@ def _prot_words(prot: Any) -> tuple[Any, list[str]]:
     return codes, [prot_str(int(w)) for w in words]
 
 
-def _json_rows(r: Any, part: slice, legs: Any) -> bytes:
+def _json_rows(r: Any, part: slice, legs: Any) -> Any:
     """The translate JSON rows of r[part], in the shape translation_row gives."""
     from .bulk import Rows, pow2_codes, small_codes
 
@@ -329,7 +280,7 @@ def _json_rows(r: Any, part: slice, legs: Any) -> bytes:
         rows.hex(legs[part])
         rows.text('"')
     rows.text("}\n")
-    return rows.tobytes()
+    return rows.array()
 
 
 def _table_rows(r: Any, legs: Any) -> None:
@@ -341,8 +292,8 @@ def _table_rows(r: Any, legs: Any) -> None:
     cols = ["iova", "phys", "size", "level", "prot", "raw"] + (["legacy"] if legs is not None else [])
     if len(r.iova) > PLAIN_ROWS or not styled():
         widths = _text_widths(r, legs)
-        body = (_text_rows(r, slice(k, k + CHUNK), legs, widths) for k in range(0, len(r.iova), CHUNK))
-        write_overlapped(chain([plain_line(cols, cols, widths, ("size",)).encode()], body))
+        body = (partial(_text_rows, r, slice(k, k + CHUNK), legs, widths) for k in range(0, len(r.iova), CHUNK))
+        write_chunks(chain([plain_line(cols, cols, widths, ("size",)).encode()], body))
         return
 
     size, prot = r.size.tolist(), r.prot.tolist()
@@ -381,7 +332,7 @@ def _text_widths(r: Any, legs: Any) -> list[int]:
     return widths
 
 
-def _text_rows(r: Any, part: slice, legs: Any, widths: list[int]) -> bytes:
+def _text_rows(r: Any, part: slice, legs: Any, widths: list[int]) -> Any:
     """The plain table's lines for r[part] (output.plain_table's layout)."""
     import numpy as np
 
@@ -419,4 +370,4 @@ def _text_rows(r: Any, part: slice, legs: Any, widths: list[int]) -> bytes:
         rows.text("  0x")
         rows.hex(np.asarray(legs[part], dtype=np.uint64))
     rows.text("\n")
-    return rows.tobytes()
+    return rows.array()

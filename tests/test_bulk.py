@@ -90,3 +90,60 @@ def test_words_where_and_codes() -> None:
     rows.text('"', hit)
     rows.text("}\n")
     assert rows.tobytes().decode() == '{a, "x": "1"}\n{bbbbbbbbbbbb}\n{cc, "x": "3"}\n'
+
+
+# A row recipe: pieces of kinds text / words / hex / decimal / pad, each maybe limited to some rows.
+piece = st.one_of(
+    st.tuples(st.just("text"), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20)),
+    st.tuples(st.just("words"), st.lists(st.text("abc xyz", max_size=12), min_size=1, max_size=40)),
+    st.tuples(st.just("hex"), st.none()),
+    st.tuples(st.just("decimal"), st.none()),
+    st.tuples(st.just("pad"), st.integers(0, 12)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(piece, st.booleans()), min_size=1, max_size=14), st.integers(1, 40), st.data())
+def test_rows_say_what_python_says(recipe: list[tuple[tuple[str, object], bool]], n: int, data: st.DataObject) -> None:
+    # Literals and word pieces between two numbers are merged into one piece of the combinations
+    # present (more than Rows.GROUP of them start another): every recipe must still give each
+    # row exactly its pieces' text, in order, where a piece's rows say so.
+    rows = Rows(n)
+    want = [""] * n
+    for (kind, arg), limited in recipe:
+        where = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))) if limited else None
+        keep = where.tolist() if where is not None else [True] * n
+        if kind == "text":
+            s = str(arg)
+            rows.text(s, where)
+            cells = [s] * n
+        elif kind == "words":
+            words = list(arg)  # type: ignore[call-overload]
+            codes = data.draw(st.lists(st.integers(0, len(words) - 1), min_size=n, max_size=n))
+            rows.words(np.array(codes), words, where)
+            cells = [words[c] for c in codes]
+        elif kind == "pad":
+            width = int(arg)  # type: ignore[call-overload]
+            used = data.draw(st.lists(st.integers(0, width + 3), min_size=n, max_size=n))
+            rows.pad(np.array(used), width, where)
+            cells = [" " * max(0, width - u) for u in used]
+        else:
+            values = data.draw(st.lists(u64, min_size=n, max_size=n))
+            arr = np.array(values, dtype=np.uint64)
+            (rows.hex if kind == "hex" else rows.decimal)(arr, where)
+            cells = [f"{v:x}" if kind == "hex" else str(v) for v in values]
+        want = [w + c if k else w for w, c, k in zip(want, cells, keep)]
+    assert rows.tobytes().decode() == "".join(want)
+
+
+def test_merged_pieces_past_the_group_limit() -> None:
+    # three 100-word pieces: 10**6 combinations > GROUP, so the third starts a new merged piece
+    n = 1000
+    rng = np.random.default_rng(1)
+    codes = [rng.integers(0, 100, n) for _ in range(3)]
+    rows = Rows(n)
+    for c in codes:
+        rows.words(c, [f"w{k}," for k in range(100)])
+    rows.text("\n")
+    assert rows.tobytes().decode() == "".join(f"w{a},w{b},w{c},\n" for a, b, c in zip(*codes))
+    assert len(rows.fills) == 2

@@ -289,7 +289,8 @@ def test_json_stdin_streams_in_blocks(pa_zero: Path, monkeypatch: pytest.MonkeyP
     assert rc == 2 and "<stdin> line 1: IOVA '0x10x10x1" in err and len(err) < 200
 
 
-@pytest.mark.parametrize("argv", [["walk", "--json", "--leaves"], ["walk", "--leaves"], ["check", "--json"]])
+@pytest.mark.parametrize("argv", [["walk", "--json", "--leaves"], ["walk", "--leaves"], ["walk", "--json"], ["walk"],
+                                  ["check", "--json"]])
 def test_reader_closing_the_pipe_early_is_success(tmp_path: Path, argv: list[str]) -> None:
     # `iommuctl walk ... | head`: more output than the (widened, 1 MiB) pipe holds, the reader
     # goes after 100 bytes; the command ends quietly with 0, as main() promises, not click's 1.
@@ -303,6 +304,23 @@ def test_reader_closing_the_pipe_early_is_success(tmp_path: Path, argv: list[str
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0 and err == b"", err[-500:]
+
+
+def test_translate_stream_reader_closing_early_is_success(tmp_path: Path) -> None:
+    # the same with the chunks formatted on threads (translate --json -, writer.write_chunks)
+    p = tmp_path / "many.yaml"
+    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
+                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
+    iovas = tmp_path / "iovas"
+    iovas.write_text("".join(f"{0x100000000 + 4096 * k:#x}\n" for k in range(200_000)))
+    with iovas.open() as inp:
+        proc = subprocess.Popen([sys.executable, "-m", "iommuctl", "translate", "--json", str(p), "-"],
+                                stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(100).startswith(b'{"iova": "0x100000000", "mapped": true')
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0 and err == b"", err[-500:]
 
 
 def test_ctrl_c_is_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

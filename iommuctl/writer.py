@@ -1,0 +1,96 @@
+"""Large outputs to stdout: chunks made on worker threads, written in order while the next are made.
+
+Formatting a chunk is numpy work that releases the GIL (bulk.Rows), and so is writing it (a
+syscall): on two cores the chunks after the current one are formatted while it is written."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+Chunk = Any  # bytes, or a uint8 numpy array (bulk.Rows.array): anything stdout's write() takes
+Job = Chunk | Callable[[], Chunk]
+
+AHEAD = 4  # chunks formatted ahead of the one being written: memory stays a few chunks
+
+
+def write_chunks(jobs: Iterable[Job], workers: int | None = None) -> None:
+    """Write each chunk to stdout in order. A job that is callable is run on a worker thread
+    and its result written; the iteration of `jobs` (which may raise, say on a bad input line
+    further on) stays on this thread, and the chunks before a raise still go out."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a test's text stream
+        for job in jobs:
+            chunk = job() if callable(job) else job
+            sys.stdout.write(bytes(chunk).decode())
+        return
+    sys.stdout.flush()
+    widen_pipe(sys.stdout)
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="iommuctl-format") as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="iommuctl-write") as writer:
+        made: deque[Future[Any]] = deque()
+        written: Future[Any] | None = None
+
+        def write_next() -> None:
+            nonlocal written
+            chunk = made.popleft().result()
+            if written is not None:
+                written.result()  # a closed pipe raises here
+            written = writer.submit(out.write, chunk)
+
+        it = iter(jobs)
+        stopped: BaseException | None = None
+        try:
+            while True:
+                try:
+                    job = next(it)
+                except StopIteration:
+                    break
+                except Exception as e:  # a bad line further on: what came before still goes out
+                    stopped = e
+                    break
+                made.append(pool.submit(job) if callable(job) else _done(job))
+                while len(made) > AHEAD or (made and made[0].done()):
+                    write_next()
+            while made:
+                write_next()
+            if written is not None:
+                written.result()
+        except BaseException:
+            for fut in made:
+                fut.cancel()
+            raise
+    if stopped is not None:
+        raise stopped
+
+
+def _done(chunk: Chunk) -> Future[Any]:
+    from concurrent.futures import Future
+
+    fut: Future[Any] = Future()
+    fut.set_result(chunk)
+    return fut
+
+
+def widen_pipe(stream: Any) -> None:
+    """A pipe on stdout takes 1 MiB at a time instead of 64 KiB: a million rows are 150 MB, and
+    at 64 KiB the reader and writer spend most of the time waking each other (Linux only)."""
+    try:
+        import fcntl
+        import stat
+
+        fd = stream.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ValueError, AttributeError, ImportError):  # not a real fd, or the limit is lower
+        pass
