@@ -280,8 +280,8 @@ mappings:
     sample = iovas[:2000]
     t_one = in_process(lambda: [dom.walker.translate(v) for v in sample], 1) / len(sample)
     cmd = IOMMUCTL + ["translate", "--json", str(dom_path), "-"]
-    runs = [timed(cmd, stdin=text) for _ in range(7)]
-    tcli, t_mid, out = min(t for t, _ in runs), statistics.median(t for t, _ in runs), runs[0][1]
+    trials = [timed(cmd, stdin=text) for _ in range(7)]
+    tcli, t_mid, out = min(t for t, _ in trials), statistics.median(t for t, _ in trials), trials[0][1]
     assert out.count(b"\n") == n
     n_few = 2000  # the same batch path (numpy, stdin parser), as good as no work: the command's fixed cost
     few_text = "".join(f"{v:#x}\n" for v in iovas[:n_few]).encode()
