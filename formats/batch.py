@@ -36,6 +36,10 @@ def translate_many(walker: Walker, iovas: np.ndarray) -> BatchResult:
                       np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint64),
                       np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.int64))
     if not fmt.has_tables:
+        batch = getattr(walker, "translate_batch", None)
+        if batch is not None:
+            batch(iovas, res)
+            return res
         for i, v in enumerate(iovas.tolist()):
             t = walker.translate(v)
             if t.mapped:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Descriptor, PageTable, Step, Translation
+from .lazy import np
 from .virtio import MappingWalker
 
 WINDOW_SIZE = 1 << 36  # fsl_pamu_domain_alloc: "default geometry 64 GB i.e. maximum system address"
@@ -80,6 +81,10 @@ class FslPamu(PageTable):
     def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
         """fsl_pamu_iova_to_phys: the IOVA itself inside [aperture_start, aperture_end], else 0."""
         return iova if 0 <= iova < WINDOW_SIZE else 0
+
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        return np.where(iova < np.uint64(WINDOW_SIZE), iova, np.uint64(0)).astype(np.uint64)  # type: ignore[no-any-return]
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         raise ValueError("fsl-pamu has no map op (fsl_pamu_ops has no map_pages)")

@@ -112,6 +112,18 @@ class MtkV1(PageTable):
             return 0
         return int(raw) & ~(MT2701_IOMMU_PAGE_SIZE - 1)
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        """The entry of every IOVA read again, valid or not (a hit's is its leaf): & ~0xfff; 0 where
+        it cannot be read."""
+        out = np.where(size != 0, raw, np.uint64(0)).astype(np.uint64)
+        miss = np.flatnonzero((size == 0) & (iova < np.uint64(1 << 32)))
+        if self._bound is not None and len(miss):
+            mem, root = self._bound
+            addrs = np.uint64(root) + (iova[miss] >> np.uint64(MT2701_IOMMU_PAGE_SHIFT)) * np.uint64(4)
+            out[miss] = mem.gather(addrs, self.dtype)[0]  # a lane outside memory reads 0
+        return out & np.uint64(~(MT2701_IOMMU_PAGE_SIZE - 1) & U32)  # type: ignore[no-any-return]
+
     # -- vectorised ---------------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.where((raw & F_DESC_VALID) != 0, LEAF, INVALID).astype(np.int8)

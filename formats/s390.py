@@ -285,6 +285,11 @@ class S390(PageTable):
             return 0
         return t.phys & PTE_ADDR_MASK
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        ok = (size != 0) & (iova <= np.uint64(self.max_tbl_size))
+        return np.where(ok, phys & np.uint64(PTE_ADDR_MASK), np.uint64(0)).astype(np.uint64)  # type: ignore[no-any-return]
+
     # -- vectorised ---------------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         r = raw.astype(np.uint64)

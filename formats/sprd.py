@@ -126,6 +126,12 @@ class Sprd(PageTable):
         off = (iova - self.start) & (SPRD_IOMMU_PAGE_SIZE - 1)
         return t.phys if t.mapped else off
 
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        inside = (iova >= np.uint64(self.start)) & (iova - np.uint64(self.start) < np.uint64(self.size))
+        off = (iova - np.uint64(self.start)) & np.uint64(SPRD_IOMMU_PAGE_SIZE - 1)
+        return np.where(inside, np.where(size != 0, phys, off), np.uint64(0)).astype(np.uint64)  # type: ignore[no-any-return]
+
     # -- vectorised ---------------------------------------------------------------------------------
     def classify_vec(self, raw: np.ndarray, lvl: Level) -> np.ndarray:
         return np.where(raw != 0, LEAF, INVALID).astype(np.int8)

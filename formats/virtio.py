@@ -62,6 +62,14 @@ def flags_to_prot(flags: int) -> int:
             | (IOMMU_MMIO if flags & VIRTIO_IOMMU_MAP_F_MMIO else 0))
 
 
+def _prot_of(flags: np.ndarray) -> np.ndarray:
+    """flags_to_prot over an array."""
+    prot = ((flags & VIRTIO_IOMMU_MAP_F_READ) * IOMMU_READ
+            | ((flags & VIRTIO_IOMMU_MAP_F_WRITE) >> 1) * IOMMU_WRITE
+            | ((flags & VIRTIO_IOMMU_MAP_F_MMIO) >> 2) * IOMMU_MMIO)
+    return prot.astype(np.int64)  # type: ignore[no-any-return]
+
+
 class MappingWalker:
     """The Walker interface over non-overlapping nodes (start, last, phys, flags), held as sorted
     numpy arrays so a million scattered pages are arrays, not objects. Lookups are a binary
@@ -114,6 +122,25 @@ class MappingWalker:
         return Translation(iova, int(self.phys[i]) + iova - start, last - start + 1, LEVEL, flags_to_prot(flags),
                            flags, start, 1)
 
+    def translate_batch(self, iovas: np.ndarray, res: Any) -> None:
+        """translate over a uint64 array into a batch.BatchResult: one binary search for all."""
+        res.entries_read[:] = 1
+        self.entries_read += len(iovas)
+        if len(self.start) == 0:
+            return
+        i = np.searchsorted(self.start, iovas, side="right").astype(np.int64) - 1
+        k = np.maximum(i, 0)
+        hit = (i >= 0) & self.alive[k] & (iovas <= self.last[k])
+        sel = np.flatnonzero(hit)
+        k = k[sel]
+        start, flags = self.start[k], self.flags[k]
+        res.phys[sel] = self.phys[k] + (iovas[sel] - start)
+        res.size[sel] = self.last[k] - start + np.uint64(1)  # < 2^64: a mapping's size fits 64 bits
+        res.level[sel] = LEVEL
+        res.prot[sel] = _prot_of(flags)
+        res.raw[sel] = flags.astype(np.uint64)
+        res.entry[sel] = start
+
     def node(self, i: int) -> tuple[int, int, int, int]:
         return int(self.start[i]), int(self.last[i]), int(self.phys[i]), int(self.flags[i])
 
@@ -128,11 +155,8 @@ class MappingWalker:
         if len(sel) == 0:
             return
         flags = self.flags[sel]
-        prot = ((flags & VIRTIO_IOMMU_MAP_F_READ) * IOMMU_READ
-                | ((flags & VIRTIO_IOMMU_MAP_F_WRITE) >> 1) * IOMMU_WRITE
-                | ((flags & VIRTIO_IOMMU_MAP_F_MMIO) >> 2) * IOMMU_MMIO)
         size = self.last[sel] - self.start[sel] + np.uint64(1)
-        yield LeafBatch(self.start[sel].copy(), self.phys[sel].copy(), size, prot.astype(np.int64),
+        yield LeafBatch(self.start[sel].copy(), self.phys[sel].copy(), size, _prot_of(flags),
                         flags.astype(np.uint64), LEVEL)
 
     def iter_leaves(self, start: int, end: int) -> Iterator[tuple[int, int, int, int, int, int]]:
@@ -232,6 +256,11 @@ class Virtio(PageTable):
     def legacy_iova_to_phys(self, iova: int, t: Translation) -> int:
         """viommu_iova_to_phys: paddr + (iova - start) of the covering node, 0 when none does."""
         return t.phys if t.mapped and t.phys != PHYS_ADDR_MAX else 0
+
+    def legacy_iova_to_phys_vec(self, iova: np.ndarray, phys: np.ndarray, size: np.ndarray, level: np.ndarray,
+                                raw: np.ndarray) -> np.ndarray:
+        ok = (size != 0) & (phys != np.uint64(PHYS_ADDR_MAX))
+        return np.where(ok, phys, np.uint64(0)).astype(np.uint64)  # type: ignore[no-any-return]
 
     def check_map(self, iova: int, phys: int, size: int, prot: int) -> None:
         self.nodes_for(iova, phys, size, prot)

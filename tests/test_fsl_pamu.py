@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,3 +61,16 @@ def test_identity_property(iova: int) -> None:
     inside = iova < 1 << 36
     assert t.mapped == inside and (t.phys == iova if inside else t.phys == U64)
     assert f.legacy_iova_to_phys(iova, t) == (iova if inside else 0)
+
+
+def test_batch_is_the_identity_window() -> None:
+    from formats.batch import translate_many
+
+    f = FslPamu({})
+    w = f.tableless_walker([])
+    iova = np.array([0, 0x1234_5678, (1 << 36) - 1, 1 << 36, U64], dtype=np.uint64)
+    res = translate_many(w, iova)  # type: ignore[arg-type]
+    assert res.phys.tolist() == [0, 0x1234_5678, (1 << 36) - 1, U64, U64]
+    assert res.size.tolist() == [1 << 36, 1 << 36, 1 << 36, 0, 0]  # the window is the one "page"
+    legacy = f.legacy_iova_to_phys_vec(res.iova, res.phys, res.size, res.level, res.raw)
+    assert legacy.tolist() == [0, 0x1234_5678, (1 << 36) - 1, 0, 0]  # fsl_pamu_iova_to_phys

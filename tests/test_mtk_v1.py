@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from formats.base import INVALID, LEAF, ConfigError, Translation
+from formats.batch import translate_many
 from formats.builder import Arena, Builder
 from formats.mtk_v1 import MtkV1
 from formats.walker import Walker
@@ -57,6 +59,23 @@ def test_legacy_drops_the_offset_and_ignores_valid() -> None:
     assert f.legacy_iova_to_phys(0x6123, t) == 0x8888_8000
     assert f.legacy_iova_to_phys(0x7000, w.translate(0x7000)) == 0
     assert f.legacy_iova_to_phys(0x7000, Translation(0x7000)) == 0
+    # the batch form reads the same entries again
+    res = translate_many(w, np.array([0x5123, 0x6123, 0x7000], dtype=np.uint64))
+    vec = f.legacy_iova_to_phys_vec(res.iova, res.phys, res.size, res.level, res.raw)
+    assert vec.tolist() == [0x7777_7000, 0x8888_8000, 0]
+
+
+def test_legacy_vec_reads_0_where_the_entry_is_outside_memory() -> None:
+    f = fmt()
+    mem = PhysMem()
+    mem.add_bytes(0x1000_0000, bytes(4096))  # the first 1024 entries only
+    mem.write_uint(0x1000_0000 + 5 * 4, 4, 0x7777_7008)
+    Walker(f, mem, [0x1000_0000])
+    iova = np.array([0x5123, 0x40_0000, 0xFFFF_F000], dtype=np.uint64)  # entries 5, 1024, 0xfffff
+    zeros = np.zeros(3, dtype=np.uint64)
+    vec = f.legacy_iova_to_phys_vec(iova, zeros, zeros, zeros.astype(np.int64), zeros)
+    assert vec.tolist() == [0x7777_7000, 0, 0]
+    assert [f.legacy_iova_to_phys(int(v), Translation(int(v))) for v in iova] == [0x7777_7000, 0, 0]
 
 
 @pytest.mark.parametrize("name", ["mtk-v1-mt2701-1", "mtk-v1-mt2701-3"])

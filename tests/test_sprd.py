@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formats.base import INVALID, LEAF, ConfigError, Translation
+from formats.base import INVALID, LEAF, PHYS_ADDR_MAX, ConfigError, Translation
 from formats.builder import Arena, Builder
 from formats.sprd import Sprd
 from formats.walker import Walker
@@ -69,6 +70,12 @@ def test_legacy_returns_the_in_page_offset_on_a_miss() -> None:
     assert f.legacy_iova_to_phys(0x0abc, Translation(0x0abc)) == 0  # outside: WARN_ON, 0
     hit = Translation(0x1000_0abc, 0x8000_0abc, 4096)
     assert f.legacy_iova_to_phys(0x1000_0abc, hit) == 0x8000_0abc
+    # the batch form: a miss, outside the aperture, a hit
+    iova = np.array([0x1000_0abc, 0x0abc, 0x1000_0abc], dtype=np.uint64)
+    phys = np.array([PHYS_ADDR_MAX, PHYS_ADDR_MAX, 0x8000_0abc], dtype=np.uint64)
+    size = np.array([0, 0, 4096], dtype=np.uint64)
+    vec = f.legacy_iova_to_phys_vec(iova, phys, size, np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.uint64))
+    assert vec.tolist() == [0xabc, 0, 0x8000_0abc]
 
 
 @pytest.mark.parametrize("name", ["sprd-ex-1", "sprd-ex-3"])

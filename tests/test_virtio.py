@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,3 +120,50 @@ def test_round_trip(items: list[tuple[int, int, int]], mask: int) -> None:
     for i, p, s in want:
         assert w.translate(i + s - 1).phys == p + s - 1
         assert w.translate(i).size == s
+
+
+def test_batch_by_hand() -> None:
+    # nodes [0x1000, 0x3000) rw (one map_pages call of two 4K pages) and [0x5000, 0x6000) r
+    from formats.batch import translate_many
+
+    f = fmt(page_size_mask=0x1000)
+    rw = IOMMU_READ | IOMMU_WRITE
+    w = f.tableless_walker([(0x1000, 0x9_0000, 0x2000, rw), (0x5000, 0x7_0000, 0x1000, IOMMU_READ)])
+    iova = np.array([0x0, 0x1000, 0x2fff, 0x3000, 0x5123, 0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
+    res = translate_many(w, iova)  # type: ignore[arg-type]
+    assert res.phys.tolist() == [U64, 0x9_0000, 0x9_0000 + 0x1fff, U64, 0x7_0123, U64]
+    assert res.size.tolist() == [0, 0x2000, 0x2000, 0, 0x1000, 0]  # the whole node
+    assert res.prot.tolist() == [0, 3, 3, 0, IOMMU_READ, 0]
+    assert res.raw.tolist() == [0, 3, 3, 0, 1, 0]  # VIRTIO_IOMMU_MAP_F_READ | _WRITE, READ
+    legacy = f.legacy_iova_to_phys_vec(res.iova, res.phys, res.size, res.level, res.raw)
+    assert legacy.tolist() == [0, 0x9_0000, 0x9_0000 + 0x1fff, 0, 0x7_0123, 0]  # 0 on a miss
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 8), st.integers(0, 1 << 20), st.integers(1, 1 << 6)), max_size=8),
+       st.sampled_from([0xFFFF_FFFF_FFFF_F000, 0x4020_1000, 0x1000]),
+       st.lists(st.integers(0, 1 << 22), max_size=60), st.integers(0, 1 << 16))
+def test_batch_equals_one_by_one(items: list[tuple[int, int, int]], mask: int, probes: list[int],
+                                 unmap_at: int) -> None:
+    # the batch path (one searchsorted) against translate, with some nodes unmapped (dead)
+    from formats.base import Translation
+    from formats.batch import translate_many
+
+    f = fmt(page_size_mask=mask)
+    maps, end = [], 0
+    for gap, ppn, n in items:
+        iova = end + gap * 4096
+        maps.append((iova, ppn * 4096, n * 4096, IOMMU_READ | (IOMMU_WRITE if gap & 1 else 0)))
+        end = iova + n * 4096
+    w = f.tableless_walker(maps)
+    w.unmap_leaf(unmap_at * 4096, 4096)
+    iovas = probes + [i for i, *_ in maps] + [i + s - 1 for i, _, s, _ in maps]
+    res = translate_many(w, np.array(iovas, dtype=np.uint64))  # type: ignore[arg-type]
+    legacy = f.legacy_iova_to_phys_vec(res.iova, res.phys, res.size, res.level, res.raw)
+    for k, v in enumerate(iovas):
+        t: Translation = w.translate(v)
+        got = (int(res.phys[k]), int(res.size[k]), int(res.prot[k]))
+        assert got == (t.phys, t.size, t.prot), hex(v)
+        if t.mapped:
+            assert (int(res.level[k]), int(res.raw[k]), int(res.entry[k])) == (t.level, t.raw, t.entry)
+        assert int(legacy[k]) == f.legacy_iova_to_phys(v, t)
