@@ -33,21 +33,34 @@ def write_chunks(jobs: Iterable[Job], workers: int | None = None) -> None:
     sys.stdout.flush()
     widen_pipe(sys.stdout)
     keep_freed_memory()
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    write = _raw_write(out)
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers, thread_name_prefix="iommuctl-format") as pool, \
-            ThreadPoolExecutor(1, thread_name_prefix="iommuctl-write") as writer:
+    with ThreadPoolExecutor(workers, thread_name_prefix="iommuctl-format") as pool:
         made: deque[Future[Any]] = deque()
-        written: Future[Any] | None = None
+        # The write runs on a daemon thread of its own: a reader that stops reading without
+        # closing the pipe leaves it blocked, and Ctrl-C must still end the command.
+        writing: threading.Thread | None = None
+        failed: list[BaseException] = []
+
+        def put(chunk: Chunk) -> None:
+            try:
+                write(chunk)
+            except BaseException as e:  # re-raised on the main thread (a closed pipe, say)
+                failed.append(e)
 
         def write_next() -> None:
-            nonlocal written
+            nonlocal writing
             chunk = made.popleft().result()
-            if written is not None:
-                written.result()  # a closed pipe raises here
-            written = writer.submit(out.write, chunk)
+            if writing is not None:
+                writing.join()
+            if failed:
+                raise failed[0]
+            writing = threading.Thread(target=put, args=(chunk,), name="iommuctl-write", daemon=True)
+            writing.start()
 
         it = iter(jobs)
         stopped: BaseException | None = None
@@ -65,14 +78,33 @@ def write_chunks(jobs: Iterable[Job], workers: int | None = None) -> None:
                     write_next()
             while made:
                 write_next()
-            if written is not None:
-                written.result()
+            if writing is not None:
+                writing.join()
+            if failed:
+                raise failed[0]
         except BaseException:
             for fut in made:
                 fut.cancel()
             raise
     if stopped is not None:
         raise stopped
+
+
+def _raw_write(out: Any) -> Callable[[Chunk], None]:
+    """Write to stdout's file descriptor itself (stdout's buffer is empty, flushed before): a
+    write blocked on a stalled reader then holds no lock that the interpreter's exit needs. A
+    stream without a descriptor (a test's) is written through."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError, AttributeError):
+        return out.write  # type: ignore[no-any-return]
+
+    def write(chunk: Chunk) -> None:
+        view = memoryview(chunk).cast("B")
+        while len(view):
+            view = view[os.write(fd, view):]
+
+    return write
 
 
 def _done(chunk: Chunk) -> Future[Any]:

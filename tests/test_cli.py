@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -321,6 +323,28 @@ def test_translate_stream_reader_closing_early_is_success(tmp_path: Path) -> Non
         proc.stdout.close()
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 0 and err == b"", err[-500:]
+
+
+def test_ctrl_c_ends_a_stream_whose_reader_stalled(tmp_path: Path) -> None:
+    # the reader stops reading but keeps the pipe open (a pager, a stuck consumer): the write
+    # blocks, and Ctrl-C must still end the command with 130, not hang joining the writer
+    p = tmp_path / "many.yaml"
+    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
+                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
+    iovas = tmp_path / "iovas"
+    iovas.write_text("".join(f"{0x100000000 + 4096 * k:#x}\n" for k in range(200_000)))
+    with iovas.open() as inp:
+        proc = subprocess.Popen([sys.executable, "-m", "iommuctl", "translate", "--json", str(p), "-"],
+                                stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert len(proc.stdout.read(100_000)) == 100_000  # it is writing; the pipe fills from here
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=20)
+        finally:
+            proc.kill()
+        assert rc == 130 and b"Traceback" not in proc.stderr.read()
 
 
 def test_ctrl_c_is_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
