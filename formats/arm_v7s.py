@@ -255,6 +255,8 @@ class ArmV7s(PageTable):
             prot |= IOMMU_CACHE
         return prot
 
+    kind_name_reads_raw = True
+
     def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
         if kind == TABLE:
             return "table"

@@ -173,6 +173,9 @@ class PageTable:
     max_roots: ClassVar[int] = 1
     #: formats with no page table (virtio, fsl-pamu) set this False
     has_tables: ClassVar[bool] = True
+    # kind_name reads more of the descriptor than its kind and level (v7s supersection/section):
+    # check then names each entry by a call of its own, not one per kind
+    kind_name_reads_raw: ClassVar[bool] = False
     #: map writes a leaf over an existing table (freeing it) instead of refusing with -EEXIST
     leaf_replaces_table: ClassVar[bool] = False
     #: map writes a leaf over a table only when no leaf lies below it (else -EADDRINUSE)

@@ -202,6 +202,8 @@ class Exynos(PageTable):
             return 0
         return IOMMU_READ if raw >> ro & 1 else IOMMU_READ | IOMMU_WRITE
 
+    kind_name_reads_raw = True
+
     def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
         if lvl.num == 1:
             if kind == LEAF:

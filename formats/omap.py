@@ -121,6 +121,8 @@ class Omap(PageTable):
     def leaf_phys(self, raw: int, lvl: Level) -> int:
         return raw & ~(self.leaf_size(raw, lvl) - 1) & U32  # omap_iommu_translate's mask
 
+    kind_name_reads_raw = True
+
     def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
         k = l1_kind(raw) if lvl.num == 1 else l2_kind(raw)
         return "invalid" if k == "empty" else k

@@ -129,6 +129,8 @@ class Rockchip(PageTable):
         return ((IOMMU_READ if raw & RK_PTE_PAGE_READABLE else 0)
                 | (IOMMU_WRITE if raw & RK_PTE_PAGE_WRITABLE else 0))
 
+    kind_name_reads_raw = True
+
     def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
         if kind == TABLE:
             return "table"

@@ -72,6 +72,85 @@ class Finding:
                 f'"message": {encode_basestring_ascii(self.message)}}}\n')
 
 
+# A message piece: a literal, each finding's value as 0x-hex, or each finding's word (codes, words)
+Part = str | np.ndarray | tuple[np.ndarray, list[str]]
+
+
+@dataclass
+class FindingBatch:
+    """Findings of one rule in one table, as arrays (an image read with the wrong format has one
+    per entry): entry `idx[k]` holding `raw[k]`, its message the parts at k."""
+
+    rule: str
+    level: int
+    table: int
+    entry_size: int
+    base: int
+    shift: int
+    idx: np.ndarray
+    raw: np.ndarray
+    parts: list[Part]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def head(self, m: int) -> FindingBatch:
+        """The first m findings."""
+        if m >= len(self):
+            return self
+        parts: list[Part] = [p if isinstance(p, str) else (p[0][:m], p[1]) if isinstance(p, tuple) else p[:m]
+                             for p in self.parts]
+        return FindingBatch(self.rule, self.level, self.table, self.entry_size, self.base, self.shift,
+                            self.idx[:m], self.raw[:m], parts)
+
+    def message(self, k: int) -> str:
+        out = []
+        for p in self.parts:
+            if isinstance(p, str):
+                out.append(p)
+            elif isinstance(p, tuple):
+                out.append(p[1][int(p[0][k])])
+            else:
+                out.append(f"{int(p[k]):#x}")
+        return "".join(out)
+
+    def findings(self) -> Iterator[Finding]:
+        for k, (i, r) in enumerate(zip(self.idx.tolist(), self.raw.tolist())):
+            yield Finding(self.rule, self.table + i * self.entry_size, self.level, i, r, self.table,
+                          (self.base + (i << self.shift)) & U64, self.message(k))
+
+    def json_rows(self) -> np.ndarray:
+        """The findings' json_line text, with numpy (iommuctl.bulk.Rows)."""
+        from json.encoder import encode_basestring_ascii
+
+        from .bulk import Rows
+
+        def lit(s: str) -> str:  # message text as JSON writes it, inside the quotes
+            return encode_basestring_ascii(s)[1:-1]
+
+        idx = self.idx.astype(np.uint64)
+        rows = Rows(len(idx))
+        rows.text(f'{{"rule": "{self.rule}", "address": "0x')
+        rows.hex(np.uint64(self.table) + idx * np.uint64(self.entry_size))
+        rows.text(f'", "level": {self.level}, "index": ')
+        rows.decimal(idx)
+        rows.text(', "raw": "0x')
+        rows.hex(self.raw.astype(np.uint64))
+        rows.text(f'", "table": "{self.table:#x}", "iova": "0x')
+        rows.hex(np.uint64(self.base) + (idx << np.uint64(self.shift)))  # wraps as & U64 does
+        rows.text('", "message": "')
+        for p in self.parts:
+            if isinstance(p, str):
+                rows.text(lit(p))
+            elif isinstance(p, tuple):
+                rows.words(p[0], [lit(w) for w in p[1]])
+            else:
+                rows.text("0x")
+                rows.hex(p.astype(np.uint64))
+        rows.text('"}\n')
+        return rows.array()
+
+
 @dataclass(frozen=True)
 class Count:
     """`n` more findings of `rule`, counted but not made (past the number to show)."""
@@ -89,7 +168,8 @@ class Stats:
 class Checker:
     """Runs every rule over [start, end) of a walker's tables; `findings()` streams them."""
 
-    def __init__(self, walker: Walker, start: int, end: int, whole: bool = True, show: int | None = None) -> None:
+    def __init__(self, walker: Walker, start: int, end: int, whole: bool = True, show: int | None = None,
+                 batches: bool = False) -> None:
         self.w = walker
         self.fmt: PageTable = walker.fmt
         self.start, self.end = start, end
@@ -99,6 +179,7 @@ class Checker:
         # Findings still to make as objects; past it the bulk rules yield Counts (an image read
         # with the wrong format has a finding per entry: counting them is array work)
         self.show = show
+        self.batches = batches  # the bulk rules yield a FindingBatch each, not Findings
 
     def _take(self, n: int) -> int:
         """How many of n findings to make (the rest are counted)."""
@@ -109,16 +190,25 @@ class Checker:
         return m
 
     def _some(self, v: TableVisit, rule: str, ks: np.ndarray, raw: np.ndarray, idx: np.ndarray,
-              message: Any) -> Iterator[Finding | Count]:
-        """Findings of `rule` at positions ks of (raw, idx), message(k) each, up to the budget."""
+              parts: list[Part]) -> Iterator[Finding | FindingBatch | Count]:
+        """Findings of `rule` at positions ks of (raw, idx), messages from `parts` (arrays over
+        the same positions), up to the budget."""
         m = self._take(len(ks))
-        for k in ks[:m].tolist():
-            yield self._at(v, rule, int(idx[k]), int(raw[k]), message(k))
+        if m:
+            sel = ks[:m]
+            batch = FindingBatch(rule, v.level.num, v.table, self.fmt.entry_size, v.base, v.level.shift,
+                                 idx[sel], raw[sel], [p if isinstance(p, str) else
+                                                      (p[0][sel], p[1]) if isinstance(p, tuple) else p[sel]
+                                                      for p in parts])
+            if self.batches:
+                yield batch
+            else:
+                yield from batch.findings()
         if len(ks) > m:
             yield Count(rule, len(ks) - m)
 
     # -- driver ----------------------------------------------------------------------------------
-    def findings(self) -> Iterator[Finding | Count]:
+    def findings(self) -> Iterator[Finding | FindingBatch | Count]:
         fmt = self.fmt
         events = self.w.visit_tables(self.start, self.end)
         while True:
@@ -165,7 +255,7 @@ class Checker:
         return Finding(rule, entry, plvl.num, idx, raw, ptable, iova, msg)
 
     # -- one table ---------------------------------------------------------------------------------
-    def _table(self, v: TableVisit) -> Iterator[Finding | Count]:
+    def _table(self, v: TableVisit) -> Iterator[Finding | FindingBatch | Count]:
         fmt = self.fmt
         lvl = v.level
         self.stats.tables += 1
@@ -186,7 +276,7 @@ class Checker:
         if t.any():
             if last:
                 yield from self._some(v, "last-level-table", np.flatnonzero(t), raw, idx,
-                                      lambda k: "a table descriptor at the last level, which holds leaves only")
+                                      ["a table descriptor at the last level, which holds leaves only"])
             else:
                 yield from self._tables(v, raw[t], idx[t])
         leaf = kinds == LEAF
@@ -198,7 +288,7 @@ class Checker:
                        (v.base + (index << v.level.shift)) & U64, message)
 
     def _reserved(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray,
-                  kinds: np.ndarray) -> Iterator[Finding | Count]:
+                  kinds: np.ndarray) -> Iterator[Finding | FindingBatch | Count]:
         fmt = self.fmt
         lvl = v.level
         hook = getattr(fmt, "reserved_bits_vec", None)
@@ -207,11 +297,31 @@ class Checker:
         else:
             bits = np.array([fmt.reserved_bits(r, lvl, k) for r, k in zip(raw.tolist(), kinds.tolist())],
                             dtype=np.uint64)
-        yield from self._some(v, "reserved-bits", np.flatnonzero(bits), raw, idx,
-                              lambda k: f"{fmt.kind_name(int(raw[k]), lvl, int(kinds[k]))} entry has reserved "
-                                        f"bits {int(bits[k]):#x} set")
+        ks = np.flatnonzero(bits)
+        if len(ks) == 0:
+            return
+        yield from self._some(v, "reserved-bits", ks, raw, idx,
+                              [self._kind_names(raw, lvl, kinds, ks), " entry has reserved bits ", bits, " set"])
 
-    def _tables(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | Count]:
+    def _kind_names(self, raw: np.ndarray, lvl: Any, kinds: np.ndarray,
+                    ks: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """kind_name at positions ks, as (codes over every position, words): one call per kind,
+        or per entry for a format whose names read the descriptor itself."""
+        fmt = self.fmt
+        codes = np.zeros(len(raw), dtype=np.intp)
+        kk = kinds[ks]
+        if not fmt.kind_name_reads_raw:
+            present = np.unique(kk)
+            words = [fmt.kind_name(int(raw[ks[int(np.argmax(kk == k))]]), lvl, int(k)) for k in present.tolist()]
+            codes[ks] = np.searchsorted(present, kk)
+            return codes, words
+        names = [fmt.kind_name(r, lvl, k) for r, k in zip(raw[ks].tolist(), kk.tolist())]
+        words = sorted(set(names))
+        at = {w: i for i, w in enumerate(words)}
+        codes[ks] = [at[n] for n in names]
+        return codes, words
+
+    def _tables(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | FindingBatch | Count]:
         fmt = self.fmt
         lvl = v.level
         child = fmt.levels[v.level_index + 1]
@@ -225,7 +335,7 @@ class Checker:
             if nt >> fmt.oas:
                 yield self._at(v, "oas", i, r, f"table address {nt:#x} is beyond oas ({fmt.oas} bits)")
 
-    def _leaves(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | Count]:
+    def _leaves(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | FindingBatch | Count]:
         fmt = self.fmt
         lvl = v.level
         size = np.asarray(fmt.leaf_size_vec(raw, lvl)).astype(np.uint64)
@@ -233,22 +343,20 @@ class Checker:
         bad = bad_leaf_sizes(size, lvl)
         if bad is not None:
             yield from self._some(v, "leaf-size", np.flatnonzero(bad), raw, idx,
-                                  lambda k: f"decodes to a leaf of {int(size[k]):#x} bytes: not a power of two "
-                                            f"within the level {lvl.num} table ({lvl.span:#x} bytes)")
+                                  ["decodes to a leaf of ", size, " bytes: not a power of two within the level "
+                                   f"{lvl.num} table ({lvl.span:#x} bytes)"])
             ok = ~bad
             raw, idx, size, phys = raw[ok], idx[ok], size[ok], phys[ok]
             if not len(raw):
                 return
         mis = (phys & (size - np.uint64(1))) != 0
         yield from self._some(v, "misaligned-leaf", np.flatnonzero(mis), raw, idx,
-                              lambda k: f"output address {int(phys[k]):#x} is not aligned to the leaf size "
-                                        f"{int(size[k]):#x}")
+                              ["output address ", phys, " is not aligned to the leaf size ", size])
         if fmt.oas < 64:
             last = phys + (size - np.uint64(1))
             over = ((last >> np.uint64(fmt.oas)) != 0) | (last < phys)
             yield from self._some(v, "oas", np.flatnonzero(over), raw, idx,
-                                  lambda k: f"output {int(phys[k]):#x}+{int(size[k]):#x} is beyond oas "
-                                            f"({fmt.oas} bits)")
+                                  ["output ", phys, "+", size, f" is beyond oas ({fmt.oas} bits)"])
         span = (size >> np.uint64(lvl.shift)).astype(np.int64)
         if (span > 1).any():
             yield from self._replicas(v, raw, idx, span)
@@ -385,28 +493,54 @@ def check_cmd(domain: str, range_: str | None, limit: int | None, as_json: bool)
     rows: list[list[Any]] = []
     stats = Stats()
     if dom.fmt.has_tables:
-        checker = Checker(dom.walker, start, end, whole=range_ is None, show=None if limit < 0 else limit)
+        # the budget (--limit) is the checker's: past it, findings come as Counts
+        checker = Checker(dom.walker, start, end, whole=range_ is None, show=None if limit < 0 else limit,
+                          batches=as_json)
         stats = checker.stats
-        lines: list[str] = []
-        seen = 0
-        for f in checker.findings():
-            if isinstance(f, Count):
-                counts[f.rule] += f.n
-                continue
-            counts[f.rule] += 1
-            seen += 1
-            if 0 <= limit < seen:
-                continue
-            if as_json:
-                lines.append(f.json_line())
-                if len(lines) >= 4096:
-                    sys.stdout.write("".join(lines))
-                    lines.clear()
-            else:
-                rows.append([f.rule, f"{f.address:#x}", f.level, "-" if f.index is None else f.index,
-                             "-" if f.raw is None else f"{f.raw:#x}", "-" if f.iova is None else f"{f.iova:#x}",
-                             f.message])
-        sys.stdout.write("".join(lines))
+
+        seen = 0  # findings made; past --limit they are only counted
+
+        def shown(n: int) -> int:
+            nonlocal seen
+            k = n if limit < 0 else max(0, min(n, limit - seen))
+            seen += n
+            return k
+
+        def json_chunks() -> Iterator[Any]:
+            lines: list[str] = []
+            for f in checker.findings():
+                if isinstance(f, Count):
+                    counts[f.rule] += f.n
+                elif isinstance(f, FindingBatch):
+                    counts[f.rule] += len(f)
+                    k = shown(len(f))
+                    if k:
+                        if lines:
+                            yield "".join(lines).encode()
+                            lines.clear()
+                        yield f.head(k).json_rows()
+                else:
+                    counts[f.rule] += 1
+                    if shown(1):
+                        lines.append(f.json_line())
+            if lines:
+                yield "".join(lines).encode()
+
+        if as_json:
+            from .writer import write_chunks
+
+            write_chunks(json_chunks())
+        else:
+            for f in checker.findings():
+                if isinstance(f, Count):
+                    counts[f.rule] += f.n
+                    continue
+                assert isinstance(f, Finding)  # batches are asked for with --json only
+                counts[f.rule] += 1
+                if shown(1):
+                    rows.append([f.rule, f"{f.address:#x}", f.level, "-" if f.index is None else f.index,
+                                 "-" if f.raw is None else f"{f.raw:#x}",
+                                 "-" if f.iova is None else f"{f.iova:#x}", f.message])
     total = sum(counts.values())
     if as_json:
         emit_json({"summary": {"findings": total, "rules": dict(sorted(counts.items())), "tables": stats.tables,

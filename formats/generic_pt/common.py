@@ -410,6 +410,8 @@ class GenericPt(PageTable):
                     f"{prot_str(self.leaf_prot(raw, lvl))}{rep}")
         return "not present: the walk stops"
 
+    kind_name_reads_raw = True  # a contiguous leaf is named by its size
+
     def kind_name(self, raw: int, lvl: Level, kind: int) -> str:
         if kind == TABLE:
             return "table"
