@@ -12,6 +12,9 @@ Figures (issue 7 targets in brackets):
   4. cold `iommuctl translate example:smmuv3-4k 0x1000`                  [<= 2x python -c "import click, yaml"]
   5. peak RSS walking a 128 MiB image                                    [< image + 100 MiB]
   6. leaves/s for one format of each family
+  7-8. walk --json and diff --json of 8 GiB of scattered pages (2 M rows)
+  9. check --json of an image read with the wrong granule (4 M findings)
+  10. batch translation on a table-less (virtio) domain
 
 Images are built once into bench/out/ (not committed). Run: python bench/walk.py [--quick]
 """
@@ -390,6 +393,35 @@ mappings:
         f"per-change Python {t_simple:.2f} s", f"{t_simple / t_diff:.1f}x", "")
     t_dtext, _ = timed(IOMMUCTL + ["diff", str(path8), str(other)], repeat=2)
     row("  the plain table instead (two passes)", f"{t_dtext:.2f} s")
+
+    print("\n9. check --json of the 8 GiB image read with the wrong granule (16K): a finding per entry")
+    wrong = OUT / "scatter8g-as-16k.yaml"
+    wrong.write_text(path8.read_text().replace("granule: 4096", "granule: 16384"))
+    from iommuctl.check import Checker, Finding
+
+    dw = load_domain(wrong)
+
+    def per_finding() -> int:  # the simple way: a Finding object and its json_line each
+        c = Checker(dw.walker, 0, 1 << 48)
+        return sum(len(f.json_line()) for f in c.findings() if isinstance(f, Finding))
+
+    t_simple = in_process(per_finding, 1)
+    t_check, out_c = timed(IOMMUCTL + ["check", "--json", str(wrong)], repeat=2)
+    n_found = out_c.count(b"\n") - 1  # a line each, then the summary
+    row(f"check --json ({n_found:,} findings, cold, piped)", f"{t_check:.2f} s",
+        f"per-finding Python {t_simple:.2f} s", f"{t_simple / t_check:.1f}x", "")
+
+    print(f"\n10. translate of {n:,} random IOVAs on a table-less domain (virtio: 65,536 nodes)")
+    virtio = OUT / "virtio64k.yaml"
+    virtio.write_text("format: virtio\nconfig: {page_size_mask: 0x1000}\nmappings:\n" + "".join(
+        f"  - {{iova: {k << 16:#x}, size: 32K, phys: {(1 << 40) + (k << 15):#x}, prot: rw}}\n" for k in range(65536)))
+    dv = load_domain(virtio)
+    varr = (rng.integers(0, 1 << 32, n, dtype=np.uint64))
+    tv = in_process(lambda: translate_many(dv.walker, varr))
+    vsample = varr[:20000].tolist()
+    tv_one = in_process(lambda: [dv.walker.translate(v) for v in vsample], 1) / len(vsample)
+    row("batch (one binary search for all)", f"{n / tv / 1e6:.2f} M/s", f"1 by 1: {1 / tv_one / 1e6:.3f} M/s",
+        f"{tv_one * n / tv:.0f}x")
 
 
 if __name__ == "__main__":
