@@ -181,7 +181,7 @@ class Rows:
                 combo, k = divmod(combo, len(words))
                 parts.append(words[k])
             strings.append("".join(reversed(parts)).encode())
-        width = max(1, (max(len(s) for s in strings) + 7) // 8)
+        width = max(1, (max((len(s) for s in strings), default=0) + 7) // 8)  # no rows: no strings
         table = np.zeros(len(strings), dtype=f"S{8 * width}")
         table[:] = strings
         if len(present) < radix:

@@ -136,6 +136,15 @@ def test_rows_say_what_python_says(recipe: list[tuple[tuple[str, object], bool]]
     assert rows.tobytes().decode() == "".join(want)
 
 
+def test_no_rows() -> None:
+    rows = Rows(0)
+    rows.text("{")
+    rows.words(np.zeros(0, dtype=np.intp), ["a", "b"])
+    rows.hex(np.zeros(0, dtype=np.uint64))
+    rows.text("}\n")
+    assert rows.tobytes() == b""
+
+
 def test_merged_pieces_past_the_group_limit() -> None:
     # three 100-word pieces: 10**6 combinations > GROUP, so the third starts a new merged piece
     n = 1000
