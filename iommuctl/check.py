@@ -327,13 +327,17 @@ class Checker:
         child = fmt.levels[v.level_index + 1]
         _, align = fmt.table_alloc(child)
         align = max(int(align), 1)
-        for r, i in zip(raw.tolist(), idx.tolist()):
-            nt = int(fmt.next_table(r, lvl))
-            if nt % align:
+        nt = np.asarray(fmt.next_table_vec(raw, lvl)).astype(np.uint64)
+        bad = (nt % np.uint64(align)) != 0
+        if fmt.oas < 64:
+            bad |= (nt >> np.uint64(fmt.oas)) != 0
+        for k in np.flatnonzero(bad).tolist():  # both rules of an entry, in entry order
+            r, i, t = int(raw[k]), int(idx[k]), int(nt[k])
+            if t % align:
                 yield self._at(v, "misaligned-table", i, r,
-                               f"level {child.num} table address {nt:#x} is not {align:#x}-aligned")
-            if nt >> fmt.oas:
-                yield self._at(v, "oas", i, r, f"table address {nt:#x} is beyond oas ({fmt.oas} bits)")
+                               f"level {child.num} table address {t:#x} is not {align:#x}-aligned")
+            if t >> fmt.oas:
+                yield self._at(v, "oas", i, r, f"table address {t:#x} is beyond oas ({fmt.oas} bits)")
 
     def _leaves(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray) -> Iterator[Finding | FindingBatch | Count]:
         fmt = self.fmt

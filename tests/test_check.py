@@ -742,3 +742,23 @@ def test_kind_names_read_the_descriptor_only_where_declared() -> None:
                     with contextlib.suppress(ValueError, ArithmeticError):  # a hostile entry may not decode
                         names.add(fmt.kind_name(rng.getrandbits(bits), lvl, kind))
                 assert len(names) <= 1, (name, lvl.num, kind, names)
+
+
+def test_next_table_vec_is_next_table_on_any_table_entry() -> None:
+    # check judges table pointers with next_table_vec: it must say what next_table says for any
+    # entry a format classifies as a table, junk included (an image read with the wrong format)
+    import numpy as np
+
+    from iommuctl.domain import example_names, load_domain
+
+    rng = np.random.default_rng(9)
+    for name in example_names():
+        fmt = load_domain(f"example:{name}").fmt
+        if not fmt.has_tables:
+            continue
+        for lvl in fmt.levels[:-1]:
+            raw = np.frombuffer(rng.bytes(8 * 4000), dtype=np.uint64).copy()  # every bit random
+            raw &= np.uint64((1 << (8 * fmt.entry_size)) - 1)
+            raw = raw[np.asarray(fmt.classify_vec(raw, lvl)) == TABLE]
+            got = np.asarray(fmt.next_table_vec(raw, lvl)).astype(np.uint64).tolist()
+            assert got == [fmt.next_table(int(r), lvl) for r in raw.tolist()], (name, lvl.num)
