@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from formats.base import LeafBatch, prot_str
 from formats.walker import TableVisit
 
+from .columns import Columns
 from .domain import Domain
 from .errors import UserError
 from .numbers import fmt_size
@@ -39,7 +39,7 @@ HALF = 1 << 63
 
 
 @dataclass
-class Segs:
+class Segs(Columns):
     """Pieces of leaves, in IOVA order: [s, s + ln) maps to p; pg is the backing leaf's page
     size (the PTE's, not the piece's), pr its IOMMU_* prot, lv its level number."""
 
@@ -50,24 +50,14 @@ class Segs:
     pr: np.ndarray
     lv: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.s)
-
-    def __getitem__(self, k: Any) -> Segs:
-        return Segs(self.s[k], self.ln[k], self.p[k], self.pg[k], self.pr[k], self.lv[k])
-
     @staticmethod
     def empty() -> Segs:
         z = np.zeros(0, dtype=np.uint64)
         return Segs(z, z, z, z, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16))
 
-    @staticmethod
-    def concat(parts: Sequence[Segs]) -> Segs:
-        if not parts:
-            return Segs.empty()
-        if len(parts) == 1:
-            return parts[0]
-        return Segs(*(np.concatenate([getattr(x, f) for x in parts]) for f in ("s", "ln", "p", "pg", "pr", "lv")))
+    @classmethod
+    def concat(cls, parts: Sequence[Segs]) -> Segs:
+        return super().concat(parts) if parts else Segs.empty()
 
 
 def segs_of(b: LeafBatch, start: int, end: int) -> Segs:

@@ -94,14 +94,16 @@ class FindingBatch:
     def __len__(self) -> int:
         return len(self.idx)
 
-    def head(self, m: int) -> FindingBatch:
-        """The first m findings."""
-        if m >= len(self):
-            return self
-        parts: list[Part] = [p if isinstance(p, str) else (p[0][:m], p[1]) if isinstance(p, tuple) else p[:m]
+    def select(self, k: Any) -> FindingBatch:
+        """The findings k selects (a slice or indices), messages included."""
+        parts: list[Part] = [p if isinstance(p, str) else (p[0][k], p[1]) if isinstance(p, tuple) else p[k]
                              for p in self.parts]
         return FindingBatch(self.rule, self.level, self.table, self.entry_size, self.base, self.shift,
-                            self.idx[:m], self.raw[:m], parts)
+                            self.idx[k], self.raw[k], parts)
+
+    def head(self, m: int) -> FindingBatch:
+        """The first m findings."""
+        return self if m >= len(self) else self.select(slice(None, m))
 
     def message(self, k: int) -> str:
         out = []
@@ -114,10 +116,14 @@ class FindingBatch:
                 out.append(f"{int(p[k]):#x}")
         return "".join(out)
 
+    def finding(self, k: int) -> Finding:
+        i = int(self.idx[k])
+        return Finding(self.rule, self.table + i * self.entry_size, self.level, i, int(self.raw[k]), self.table,
+                       (self.base + (i << self.shift)) & U64, self.message(k))
+
     def findings(self) -> Iterator[Finding]:
-        for k, (i, r) in enumerate(zip(self.idx.tolist(), self.raw.tolist())):
-            yield Finding(self.rule, self.table + i * self.entry_size, self.level, i, r, self.table,
-                          (self.base + (i << self.shift)) & U64, self.message(k))
+        for k in range(len(self)):
+            yield self.finding(k)
 
     def json_rows(self) -> np.ndarray:
         """The findings' json_line text, with numpy (iommuctl.bulk.Rows)."""
@@ -195,11 +201,7 @@ class Checker:
         the same positions), up to the budget."""
         m = self._take(len(ks))
         if m:
-            sel = ks[:m]
-            batch = FindingBatch(rule, v.level.num, v.table, self.fmt.entry_size, v.base, v.level.shift,
-                                 idx[sel], raw[sel], [p if isinstance(p, str) else
-                                                      (p[0][sel], p[1]) if isinstance(p, tuple) else p[sel]
-                                                      for p in parts])
+            batch = self._batch(v, rule, idx, raw, parts).select(ks[:m])
             if self.batches:
                 yield batch
             else:
@@ -283,9 +285,12 @@ class Checker:
         if leaf.any():
             yield from self._leaves(v, raw[leaf], idx[leaf])
 
+    def _batch(self, v: TableVisit, rule: str, idx: np.ndarray, raw: np.ndarray, parts: list[Part]) -> FindingBatch:
+        return FindingBatch(rule, v.level.num, v.table, self.fmt.entry_size, v.base, v.level.shift, idx, raw, parts)
+
     def _at(self, v: TableVisit, rule: str, index: int, raw: int, message: str) -> Finding:
-        return Finding(rule, v.table + index * self.fmt.entry_size, v.level.num, index, raw, v.table,
-                       (v.base + (index << v.level.shift)) & U64, message)
+        """One finding at entry `index` of v's table (where, and which IOVA, as a batch says)."""
+        return self._batch(v, rule, np.array([index]), np.array([raw], dtype=np.uint64), [message]).finding(0)
 
     def _reserved(self, v: TableVisit, raw: np.ndarray, idx: np.ndarray,
                   kinds: np.ndarray) -> Iterator[Finding | FindingBatch | Count]:

@@ -23,6 +23,7 @@ from formats.base import prot_str
 
 from .analysis import TOP, U64, Segs, _halves, _leaves
 from .cli import json_option, load
+from .columns import Columns, hold_last
 from .domain import Domain
 from .numbers import fmt_size
 from .walk import parse_range
@@ -94,7 +95,7 @@ class DiffStats:
 
 
 @dataclass
-class ChangeBatch:
+class ChangeBatch(Columns):
     """Changed runs as parallel arrays: kind (ADDED/REMOVED/CHANGED), iova and length (uint64:
     a run never crosses 2^63, so its length fits; iova + length may be 2^64), and per side its
     presence, phys of the first IOVA, page size and prot."""
@@ -110,12 +111,6 @@ class ChangeBatch:
     b_phys: np.ndarray
     b_pg: np.ndarray
     b_pr: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.kind)
-
-    def part(self, sl: slice) -> ChangeBatch:
-        return ChangeBatch(*(getattr(self, f)[sl] for f in _FIELDS))
 
     def change(self, i: int) -> Change:
         iova = int(self.iova[i])
@@ -133,9 +128,6 @@ class ChangeBatch:
         both = self.has_a & self.has_b
         return np.where(both, (self.a_phys != self.b_phys) * WHAT_PHYS + (self.a_pg != self.b_pg) * WHAT_PGSIZE
                         + (self.a_pr != self.b_pr) * WHAT_PROT, 0).astype(np.intp)
-
-
-_FIELDS = ("kind", "iova", "length", "has_a", "a_phys", "a_pg", "a_pr", "has_b", "b_phys", "b_pg", "b_pr")
 
 
 class _Feed:
@@ -192,9 +184,8 @@ def diff_batches(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[st
             st.runs[name] += int(kinds[k])
         return cb
 
-    for lo, hi in _halves(start, end):  # a run never crosses 2^63: offsets stay within uint64
+    def chunks(lo: int, hi: int) -> Iterator[ChangeBatch]:
         fa, fb = _Feed(a, lo, hi, bar=bar), _Feed(b, lo, hi)
-        held: ChangeBatch | None = None
         last_cut = lo
         while True:
             while not (fa.done and fb.done):
@@ -206,21 +197,24 @@ def diff_batches(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[st
             cut = min(fa.frontier, fb.frontier)
             cb = _diff_chunk(fa.take(cut), fb.take(cut), ignore, st)
             if cb is not None:
-                if held is not None:
-                    if cb.change(0).follows(held.change(0)):
-                        for f in ("iova", "a_phys", "b_phys"):
-                            getattr(cb, f)[0] = getattr(held, f)[0]
-                        cb.length[0] += held.length[0]
-                    else:
-                        yield emit(held)
-                if len(cb) > 1:
-                    yield emit(cb.part(slice(0, -1)))
-                held = cb.part(slice(-1, None))
+                yield cb
             last_cut = cut
             if fa.done and fb.done and not fa.n and not fb.n:
-                break
-        if held is not None:
-            yield emit(held)
+                return
+
+    for lo, hi in _halves(start, end):  # a run never crosses 2^63: offsets stay within uint64
+        for cb in hold_last(chunks(lo, hi), _join):
+            yield emit(cb)
+
+
+def _join(held: ChangeBatch, cb: ChangeBatch) -> bool:
+    """hold_last's merge: the held change goes on into cb's first (Change.follows)."""
+    if not cb.change(0).follows(held.change(0)):
+        return False
+    for f in ("iova", "a_phys", "b_phys"):
+        getattr(cb, f)[0] = getattr(held, f)[0]
+    cb.length[0] += held.length[0]
+    return True
 
 
 def diff_domains(a: Domain, b: Domain, start: int, end: int, ignore: Sequence[str] = (),
@@ -483,7 +477,7 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
                     yield "".join(_json_change(cb.change(i)) for i in range(len(cb))).encode()
                     continue
                 for k in range(0, len(cb), ROWS_CHUNK):
-                    yield partial(_json_rows, cb.part(slice(k, k + ROWS_CHUNK)))
+                    yield partial(_json_rows, cb[k:k + ROWS_CHUNK])
 
         write_chunks(json_chunks())
         emit_json({"summary": {"differ": st.differ, "added": st.added, "removed": st.removed,
@@ -502,7 +496,7 @@ def diff_cmd(a: str, b: str, range_: str | None, ignore: tuple[str, ...], as_jso
                 yield f"{title}\n{head}".encode()
                 for cb in diff_batches(da, db, start, end, ignore, bar=False):
                     for k in range(0, len(cb), ROWS_CHUNK):
-                        yield partial(_text_rows, cb.part(slice(k, k + ROWS_CHUNK)), w)
+                        yield partial(_text_rows, cb[k:k + ROWS_CHUNK], w)
 
             write_chunks(text_chunks())
         verdict = "differ" if st.differ else "translate the same"

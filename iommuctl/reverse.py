@@ -23,6 +23,7 @@ from formats.base import prot_str
 
 from .analysis import TOP, U64, _breaks, _phys_overlap, _space, _twice_ranges, parse_phys_range, segs_of
 from .cli import json_option, load
+from .columns import Columns, hold_last
 from .domain import Domain
 from .errors import UserError
 from .numbers import fmt_size, parse_number
@@ -107,7 +108,7 @@ class PhysRun:
 
 
 @dataclass
-class PhysRunBatch:
+class PhysRunBatch(Columns):
     """PhysRuns as parallel arrays; `length` (uint64) rather than an end, which may be 2^64."""
 
     iova: np.ndarray
@@ -117,13 +118,6 @@ class PhysRunBatch:
     count: np.ndarray
     prot: np.ndarray
     level: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.iova)
-
-    def part(self, sl: slice) -> PhysRunBatch:
-        return PhysRunBatch(self.iova[sl], self.length[sl], self.phys[sl], self.pgsize[sl], self.count[sl],
-                            self.prot[sl], self.level[sl])
 
     def run(self, i: int) -> PhysRun:
         v = int(self.iova[i])
@@ -165,8 +159,12 @@ class ReverseRange:
     def batches(self, cover: bool = True) -> Iterator[PhysRunBatch]:
         """The runs a batch at a time, each batch's last held back until the next shows whether
         it goes on; with `cover`, the coverage is known once they are all out."""
+        yield from hold_last(self._run_batches(cover), _join)
+        if cover:
+            self._coverage()
+
+    def _run_batches(self, cover: bool) -> Iterator[PhysRunBatch]:
         plo, phi = self.plo, self.phi
-        held: PhysRunBatch | None = None
         for b in batches(self.dom, self.start, self.end):
             if not len(b):
                 continue
@@ -193,24 +191,9 @@ class ReverseRange:
             rb = PhysRunBatch(s[starts], s[last] - s[starts] + ln[last], p[starts], sg.pg[starts],
                               np.diff(np.append(starts, len(s))).astype(np.int64), sg.pr[starts],
                               sg.lv[starts].astype(np.int64))
-            if cover:  # a run is PA-contiguous: its output is one interval (new arrays: a merge below edits rb)
+            if cover:  # a run is PA-contiguous: its output is one interval (new arrays: _join edits rb)
                 self._cover.append((rb.phys.copy(), rb.phys + rb.length))
-            if held is not None:
-                h = held.run(0)
-                if (h.end == int(rb.iova[0]) and h.phys_end == int(rb.phys[0]) and h.pgsize == int(rb.pgsize[0])
-                        and h.prot == int(rb.prot[0])):
-                    rb.iova[0], rb.phys[0], rb.level[0] = held.iova[0], held.phys[0], held.level[0]
-                    rb.length[0] += held.length[0]
-                    rb.count[0] += held.count[0]
-                else:
-                    yield held
-            if len(rb) > 1:
-                yield rb.part(slice(0, -1))
-            held = rb.part(slice(-1, None))
-        if held is not None:
-            yield held
-        if cover:
-            self._coverage()
+            yield rb
 
     def _coverage(self) -> None:
         """Union and double coverage of the runs' outputs, from their starts and ends sorted
@@ -350,7 +333,7 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
                                   for r in runs).encode()
                     continue
                 for k in range(0, len(rb), ROWS_CHUNK):
-                    yield partial(_json_rows, rng_text, rb.part(slice(k, k + ROWS_CHUNK)))
+                    yield partial(_json_rows, rng_text, rb[k:k + ROWS_CHUNK])
             if holes:
                 for k in range(0, len(rr.hole_lo), ROWS_CHUNK):
                     yield partial(_json_holes, rng_text, rr.hole_lo[k:k + ROWS_CHUNK], rr.hole_last[k:k + ROWS_CHUNK])
@@ -375,7 +358,7 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
                 yield f"{title}\n{head}".encode()
                 for rb in ReverseRange(dom, plo, phi, start, end).batches(cover=False):
                     for k in range(0, len(rb), ROWS_CHUNK):
-                        yield partial(_text_rows, rb.part(slice(k, k + ROWS_CHUNK)), w)
+                        yield partial(_text_rows, rb[k:k + ROWS_CHUNK], w)
                 if holes:
                     for k in range(0, len(rr.hole_lo), ROWS_CHUNK):
                         yield partial(_text_holes, rr.hole_lo[k:k + ROWS_CHUNK], rr.hole_last[k:k + ROWS_CHUNK], w)
@@ -393,6 +376,19 @@ def _reverse_range(dom: Domain, plo: int, phi: int, start: int, end: int, holes:
 
 
 # -- rows ---------------------------------------------------------------------------------------
+
+def _join(held: PhysRunBatch, rb: PhysRunBatch) -> bool:
+    """hold_last's merge: the held run goes on into rb's first (IOVA- and PA-contiguous, same
+    page size and prot)."""
+    h = held.run(0)
+    if not (h.end == int(rb.iova[0]) and h.phys_end == int(rb.phys[0]) and h.pgsize == int(rb.pgsize[0])
+            and h.prot == int(rb.prot[0])):
+        return False
+    rb.iova[0], rb.phys[0], rb.level[0] = held.iova[0], held.phys[0], held.level[0]
+    rb.length[0] += held.length[0]
+    rb.count[0] += held.count[0]
+    return True
+
 
 HEAD = ["iova", "end", "phys", "phys end", "pgsize", "count", "level", "prot"]
 

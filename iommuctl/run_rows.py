@@ -77,7 +77,7 @@ def json_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
                 continue
             for k in range(0, len(rb), ROWS_CHUNK):
                 part = slice(k, k + ROWS_CHUNK)
-                yield partial(_json_rows, rb.part(part), ends[part], _reach(ends[part], pos), holes)
+                yield partial(_json_rows, rb[part], ends[part], _reach(ends[part], pos), holes)
         if holes and pos[0] < end:
             yield f'{{"iova": "{pos[0]:#x}", "end": "{end:#x}", "hole": true}}\n'.encode()
 
@@ -238,7 +238,7 @@ def text_runs(view: Any, start: int, end: int, coalesce: bool, holes: bool) -> S
             ends = _ends(rb)
             for k in range(0, len(rb), ROWS_CHUNK):
                 part = slice(k, k + ROWS_CHUNK)
-                yield partial(_text_rows, rb.part(part), ends[part], _reach(ends[part], pos), holes, widths)
+                yield partial(_text_rows, rb[part], ends[part], _reach(ends[part], pos), holes, widths)
         if holes and pos[0] < end:
             yield f"{f'{pos[0]:#x}'.ljust(widths[0])}  {f'{end:#x}'.ljust(widths[1])}  hole\n".encode()
 

@@ -117,19 +117,22 @@ def translate(domain: str, iovas: tuple[str, ...], legacy: bool, as_json: bool) 
         if missed:
             sys.exit(1)
         return
-    values = iter_iovas(iovas)
-    if len(values) >= BATCH_MIN:
-        _check_iovas(dom, values)
-        missed = _translate_batch(dom, values, legacy, as_json)
-    else:
-        for iova in values:
-            check_iova(dom, iova)
-        missed = _translate_each(dom, values, legacy, as_json)
-    if missed:
+    if _translate_values(dom, iter_iovas(iovas), legacy, as_json):
         sys.exit(1)
 
 
 BATCH_MIN = 256  # below this, one walk per IOVA is cheaper than importing numpy
+
+
+def _translate_values(dom: Any, values: Any, legacy: bool, as_json: bool) -> bool:
+    """Translate and print a list (or array) of IOVAs: in batch, or one walk each for a few.
+    Whether some IOVA is unmapped."""
+    if len(values) >= BATCH_MIN:
+        _check_iovas(dom, values)
+        return _translate_batch(dom, values, legacy, as_json)
+    for iova in values:
+        check_iova(dom, iova)
+    return _translate_each(dom, values, legacy, as_json)
 
 
 def _translate_stream(dom: Any, legacy: bool) -> bool:
@@ -139,13 +142,7 @@ def _translate_stream(dom: Any, legacy: bool) -> bool:
     blocks = stdin_blocks()
     head = [b for b in (next(blocks, None), next(blocks, None)) if b is not None]
     if len(head) < 2 and (not head or len(head[0][0]) < BULK_INPUT):  # a short list: no numpy
-        values = parse_lines(head[0][0], 1, bulk=False) if head else []
-        if len(values) >= BATCH_MIN:
-            _check_iovas(dom, values)
-            return _translate_batch(dom, values, legacy, True)
-        for iova in values:
-            check_iova(dom, iova)
-        return _translate_each(dom, values, legacy, True)
+        return _translate_values(dom, parse_lines(head[0][0], 1, bulk=False) if head else [], legacy, True)
     missed = False
 
     def rows() -> Iterator[Job]:

@@ -20,6 +20,7 @@ import numpy as np
 from formats.base import LeafBatch
 
 from .cli import json_option, load
+from .columns import Columns, hold_last
 from .domain import Domain
 from .errors import UserError
 from .numbers import parse_number
@@ -106,7 +107,7 @@ def batches(domain: Domain, start: int, end: int) -> Iterator[LeafBatch]:
 
 
 @dataclass
-class RunBatch:
+class RunBatch(Columns):
     """Runs as parallel arrays: uint64 iova, phys and pgsize; int64 count, prot and level."""
 
     iova: np.ndarray
@@ -116,45 +117,37 @@ class RunBatch:
     prot: np.ndarray
     level: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.iova)
-
-    def part(self, sl: slice) -> RunBatch:
-        return RunBatch(self.iova[sl], self.phys[sl], self.pgsize[sl], self.count[sl], self.prot[sl], self.level[sl])
-
 
 def run_batches(domain: Domain, start: int, end: int, coalesce: bool = True) -> Iterator[RunBatch]:
     """Leaves overlapping [start, end) in IOVA order, merged into runs when `coalesce`, a batch
     of runs at a time: each batch's last run is held back until the next batch shows whether
     it goes on."""
-    held: RunBatch | None = None
-    for b in batches(domain, start, end):
-        n = len(b)
-        if n == 0:
-            continue
-        if coalesce and n > 1:
-            size = b.size
-            brk = np.flatnonzero((b.iova[1:] != b.iova[:-1] + size[:-1]) | (b.phys[1:] != b.phys[:-1] + size[:-1])
-                                 | (size[1:] != size[:-1]) | (b.prot[1:] != b.prot[:-1])) + 1
-            starts = np.concatenate(([0], brk))
-        else:
-            starts = np.arange(n)
-        rb = RunBatch(b.iova[starts], b.phys[starts], np.asarray(b.size)[starts],
-                      np.diff(np.append(starts, n)).astype(np.int64), np.asarray(b.prot)[starts].astype(np.int64),
-                      np.full(len(starts), b.level, dtype=np.int64))
-        if held is not None:
-            h = [int(x[0]) for x in (held.iova, held.phys, held.pgsize, held.count, held.prot)]
-            if (coalesce and h[0] + h[2] * h[3] == int(rb.iova[0]) and h[1] + h[2] * h[3] == int(rb.phys[0])
-                    and h[2] == int(rb.pgsize[0]) and h[4] == int(rb.prot[0])):
-                rb.iova[0], rb.phys[0], rb.level[0] = held.iova[0], held.phys[0], held.level[0]
-                rb.count[0] += h[3]
-            else:
-                yield held
-        if len(rb) > 1:
-            yield rb.part(slice(0, -1))
-        held = rb.part(slice(-1, None))
-    if held is not None:
-        yield held
+
+    def join(held: RunBatch, rb: RunBatch) -> bool:
+        h = [int(x[0]) for x in (held.iova, held.phys, held.pgsize, held.count, held.prot)]
+        if not (coalesce and h[0] + h[2] * h[3] == int(rb.iova[0]) and h[1] + h[2] * h[3] == int(rb.phys[0])
+                and h[2] == int(rb.pgsize[0]) and h[4] == int(rb.prot[0])):
+            return False
+        rb.iova[0], rb.phys[0], rb.level[0] = held.iova[0], held.phys[0], held.level[0]
+        rb.count[0] += h[3]
+        return True
+
+    return hold_last((_runs_of(b, coalesce) for b in batches(domain, start, end) if len(b)), join)
+
+
+def _runs_of(b: LeafBatch, coalesce: bool) -> RunBatch:
+    """A leaf batch's runs (one per leaf without `coalesce`)."""
+    n = len(b)
+    if coalesce and n > 1:
+        size = b.size
+        brk = np.flatnonzero((b.iova[1:] != b.iova[:-1] + size[:-1]) | (b.phys[1:] != b.phys[:-1] + size[:-1])
+                             | (size[1:] != size[:-1]) | (b.prot[1:] != b.prot[:-1])) + 1
+        starts = np.concatenate(([0], brk))
+    else:
+        starts = np.arange(n)
+    return RunBatch(b.iova[starts], b.phys[starts], np.asarray(b.size)[starts],
+                    np.diff(np.append(starts, n)).astype(np.int64), np.asarray(b.prot)[starts].astype(np.int64),
+                    np.full(len(starts), b.level, dtype=np.int64))
 
 
 def leaf_runs(domain: Domain, start: int, end: int, coalesce: bool = True) -> Iterator[Run]:

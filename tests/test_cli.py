@@ -291,15 +291,29 @@ def test_json_stdin_streams_in_blocks(pa_zero: Path, monkeypatch: pytest.MonkeyP
     assert rc == 2 and "<stdin> line 1: IOVA '0x10x10x1" in err and len(err) < 200
 
 
+def many_pages(tmp_path: Path) -> Path:
+    """64 MiB of scattered 4K pages: more output than a pipe holds."""
+    p = tmp_path / "many.yaml"
+    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
+                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
+    return p
+
+
+def translate_stream(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """`translate --json DOMAIN -` over 200,000 IOVAs of many_pages, stdout a pipe."""
+    iovas = tmp_path / "iovas"
+    iovas.write_text("".join(f"{0x100000000 + 4096 * k:#x}\n" for k in range(200_000)))
+    with iovas.open() as inp:
+        return subprocess.Popen([sys.executable, "-m", "iommuctl", "translate", "--json", str(many_pages(tmp_path)),
+                                 "-"], stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 @pytest.mark.parametrize("argv", [["walk", "--json", "--leaves"], ["walk", "--leaves"], ["walk", "--json"], ["walk"],
                                   ["check", "--json"]])
 def test_reader_closing_the_pipe_early_is_success(tmp_path: Path, argv: list[str]) -> None:
     # `iommuctl walk ... | head`: more output than the (widened, 1 MiB) pipe holds, the reader
     # goes after 100 bytes; the command ends quietly with 0, as main() promises, not click's 1.
-    p = tmp_path / "many.yaml"
-    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
-                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "iommuctl", argv[0], str(p), *argv[1:]],
+    proc = subprocess.Popen([sys.executable, "-m", "iommuctl", argv[0], str(many_pages(tmp_path)), *argv[1:]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     assert len(proc.stdout.read(100)) == 100
@@ -310,41 +324,27 @@ def test_reader_closing_the_pipe_early_is_success(tmp_path: Path, argv: list[str
 
 def test_translate_stream_reader_closing_early_is_success(tmp_path: Path) -> None:
     # the same with the chunks formatted on threads (translate --json -, writer.write_chunks)
-    p = tmp_path / "many.yaml"
-    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
-                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
-    iovas = tmp_path / "iovas"
-    iovas.write_text("".join(f"{0x100000000 + 4096 * k:#x}\n" for k in range(200_000)))
-    with iovas.open() as inp:
-        proc = subprocess.Popen([sys.executable, "-m", "iommuctl", "translate", "--json", str(p), "-"],
-                                stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        assert proc.stdout.read(100).startswith(b'{"iova": "0x100000000", "mapped": true')
-        proc.stdout.close()
-        err = proc.stderr.read()
-        assert proc.wait(timeout=60) == 0 and err == b"", err[-500:]
+    proc = translate_stream(tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100).startswith(b'{"iova": "0x100000000", "mapped": true')
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and err == b"", err[-500:]
 
 
 def test_ctrl_c_ends_a_stream_whose_reader_stalled(tmp_path: Path) -> None:
     # the reader stops reading but keeps the pipe open (a pager, a stuck consumer): the write
     # blocks, and Ctrl-C must still end the command with 130, not hang joining the writer
-    p = tmp_path / "many.yaml"
-    p.write_text("format: arm-lpae-s1\nconfig: {granule: 4K, ias: 48, oas: 48}\nmappings:\n"
-                 "  - {iova: 0x100000000, size: 64M, phys: {scatter: 4K, seed: 1, base: 0x1000000000}, prot: rw}\n")
-    iovas = tmp_path / "iovas"
-    iovas.write_text("".join(f"{0x100000000 + 4096 * k:#x}\n" for k in range(200_000)))
-    with iovas.open() as inp:
-        proc = subprocess.Popen([sys.executable, "-m", "iommuctl", "translate", "--json", str(p), "-"],
-                                stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        assert len(proc.stdout.read(100_000)) == 100_000  # it is writing; the pipe fills from here
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=20)
-        finally:
-            proc.kill()
-        assert rc == 130 and b"Traceback" not in proc.stderr.read()
+    proc = translate_stream(tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(100_000)) == 100_000  # it is writing; the pipe fills from here
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    assert rc == 130 and b"Traceback" not in proc.stderr.read()
 
 
 def test_ctrl_c_is_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
